@@ -1,0 +1,344 @@
+//! Requests and responses of the media-server API, shaped exactly as the spec's JSON.
+//! Parsing is strict about types (wrong shape = `INVALID_ARGUMENT`) and lenient about
+//! extra fields, as a JSON HTTP API would be.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::error::{SfuError, SfuResult};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDescription {
+    #[serde(rename = "type")]
+    pub sdp_type: String,
+    pub sdp: String,
+}
+
+impl SessionDescription {
+    pub fn offer(sdp: String) -> Self {
+        Self { sdp_type: "offer".into(), sdp }
+    }
+    pub fn answer(sdp: String) -> Self {
+        Self { sdp_type: "answer".into(), sdp }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Constraints {
+    pub audio: bool,
+    pub video: bool,
+}
+
+impl Constraints {
+    pub const NONE: Constraints = Constraints { audio: false, video: false };
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreateRoomResponse {
+    pub room_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    pub users: Vec<PeerInfo>,
+    #[serde(rename = "userInfo", skip_serializing_if = "Option::is_none")]
+    pub user_info: Option<Value>,
+}
+
+/// Another user of the room, as `addUser`, `produce`, `stopProduce` and `removeUser` list them.
+/// `offer` and `constraints` are present only where the spec puts them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerInfo {
+    pub id: String,
+    #[serde(rename = "userInfo")]
+    pub user_info: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offer: Option<SessionDescription>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<Constraints>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AddUserResponse {
+    pub id: String,
+    #[serde(rename = "userInfo")]
+    pub user_info: Value,
+    pub users: Vec<PeerInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProduceResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<SessionDescription>,
+    pub id: String,
+    #[serde(rename = "userInfo")]
+    pub user_info: Value,
+    pub constraints: Constraints,
+    pub outbound: Vec<PeerInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConsumeResponse {
+    pub status: &'static str,
+}
+
+/// The response of both `stopProduce` (with `constraints`) and `removeUser` (without).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeaveResponse {
+    pub id: String,
+    #[serde(rename = "userInfo")]
+    pub user_info: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<Constraints>,
+    pub outbound: Vec<PeerInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeleteRoomResponse {
+    pub count: u32,
+}
+
+/// What `produce` was asked to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProduceRequest {
+    pub offer: Option<SessionDescription>,
+    pub constraints: Option<Constraints>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumeAnswer {
+    pub producer_id: String,
+    pub answer: SessionDescription,
+}
+
+/// An id as the spec allows it: a string, or a number turned into its decimal string.
+pub fn parse_id(what: &str, value: &Value) -> SfuResult<String> {
+    let id = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+        Value::Number(n) => {
+            // 1.0 is the integer 1 in JS; anything fractional is not an id.
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+                    format!("{}", f as i64)
+                }
+                _ => return Err(SfuError::InvalidArgument(format!("{what} must be a string or an integer"))),
+            }
+        }
+        _ => return Err(SfuError::InvalidArgument(format!("{what} must be a string or a number"))),
+    };
+    if id.is_empty() {
+        return Err(SfuError::InvalidArgument(format!("{what} must not be empty")));
+    }
+    if id.len() > 256 {
+        return Err(SfuError::InvalidArgument(format!("{what} is longer than 256 characters")));
+    }
+    Ok(id)
+}
+
+/// An optional id: absent, `null` or `undefined` give `None`.
+pub fn parse_optional_id(what: &str, value: Option<&Value>) -> SfuResult<Option<String>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => parse_id(what, v).map(Some),
+    }
+}
+
+/// A request body: absent or `null` is an empty object; anything but an object is an error.
+pub fn parse_body(value: Option<&Value>) -> SfuResult<Map<String, Value>> {
+    match value {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(map)) => Ok(map.clone()),
+        Some(_) => Err(SfuError::InvalidArgument("the body must be an object".into())),
+    }
+}
+
+/// `userInfo` is any JSON value; absent or `null` means the default `{}`.
+pub fn user_info_of(body: &Map<String, Value>) -> Value {
+    match body.get("userInfo") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v) => v.clone(),
+    }
+}
+
+fn parse_description(what: &str, value: &Value) -> SfuResult<SessionDescription> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| SfuError::InvalidArgument(format!("{what} must be an object {{type, sdp}}")))?;
+    let sdp_type = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| SfuError::InvalidArgument(format!("{what}.type must be a string")))?;
+    let sdp = obj
+        .get("sdp")
+        .and_then(Value::as_str)
+        .ok_or_else(|| SfuError::InvalidArgument(format!("{what}.sdp must be a string")))?;
+    Ok(SessionDescription { sdp_type: sdp_type.to_owned(), sdp: sdp.to_owned() })
+}
+
+fn parse_constraints(value: &Value) -> SfuResult<Constraints> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| SfuError::InvalidArgument("constraints must be an object {audio, video}".into()))?;
+    let flag = |kind: &str| -> SfuResult<bool> {
+        match obj.get(kind) {
+            Some(Value::Bool(b)) => Ok(*b),
+            _ => Err(SfuError::InvalidArgument(format!("constraints.{kind} must be a boolean"))),
+        }
+    };
+    Ok(Constraints { audio: flag("audio")?, video: flag("video")? })
+}
+
+pub fn parse_produce(body: &Map<String, Value>) -> SfuResult<ProduceRequest> {
+    let offer = match body.get("offer") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse_description("offer", v)?),
+    };
+    let constraints = match body.get("constraints") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse_constraints(v)?),
+    };
+    if offer.is_none() && constraints.is_none() {
+        return Err(SfuError::InvalidArgument("produce needs an offer, constraints, or both".into()));
+    }
+    Ok(ProduceRequest { offer, constraints })
+}
+
+pub fn parse_consume(body: &Map<String, Value>) -> SfuResult<Vec<ConsumeAnswer>> {
+    let one = |item: &Map<String, Value>| -> SfuResult<ConsumeAnswer> {
+        let id = item
+            .get("id")
+            .ok_or_else(|| SfuError::InvalidArgument("each answer needs the producer's id".into()))?;
+        let answer = item
+            .get("answer")
+            .ok_or_else(|| SfuError::InvalidArgument("each item needs an answer".into()))?;
+        Ok(ConsumeAnswer { producer_id: parse_id("id", id)?, answer: parse_description("answer", answer)? })
+    };
+    match body.get("answers") {
+        Some(Value::Array(items)) => {
+            if items.is_empty() {
+                return Err(SfuError::InvalidArgument("answers must not be empty".into()));
+            }
+            let answers = items
+                .iter()
+                .map(|item| {
+                    item.as_object()
+                        .ok_or_else(|| SfuError::InvalidArgument("answers[] items must be objects".into()))
+                        .and_then(one)
+                })
+                .collect::<SfuResult<Vec<_>>>()?;
+            let mut seen = std::collections::HashSet::new();
+            if !answers.iter().all(|a| seen.insert(a.producer_id.as_str())) {
+                return Err(SfuError::InvalidArgument("answers name the same producer twice".into()));
+            }
+            Ok(answers)
+        }
+        Some(_) => Err(SfuError::InvalidArgument("answers must be an array".into())),
+        None if body.contains_key("id") || body.contains_key("answer") => Ok(vec![one(body)?]),
+        None => Err(SfuError::InvalidArgument("consume needs {id, answer} or {answers: [...]}".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn ids_accept_strings_and_integers_only() {
+        assert_eq!(parse_id("roomId", &json!("abc")).unwrap(), "abc");
+        assert_eq!(parse_id("roomId", &json!(1)).unwrap(), "1");
+        assert_eq!(parse_id("roomId", &json!(-3)).unwrap(), "-3");
+        assert_eq!(parse_id("roomId", &json!(2.0)).unwrap(), "2");
+        for bad in [json!(1.5), json!({}), json!([]), json!(true), json!(""), json!(null)] {
+            assert_eq!(parse_id("roomId", &bad).unwrap_err().code(), "INVALID_ARGUMENT", "{bad}");
+        }
+        assert_eq!(parse_optional_id("roomId", Some(&json!(null))).unwrap(), None);
+        assert_eq!(parse_optional_id("roomId", None).unwrap(), None);
+    }
+
+    #[test]
+    fn bodies_must_be_objects() {
+        assert!(parse_body(None).unwrap().is_empty());
+        assert!(parse_body(Some(&json!(null))).unwrap().is_empty());
+        assert_eq!(parse_body(Some(&json!("x"))).unwrap_err().code(), "INVALID_ARGUMENT");
+        assert_eq!(parse_body(Some(&json!([1]))).unwrap_err().code(), "INVALID_ARGUMENT");
+    }
+
+    #[test]
+    fn user_info_defaults_to_empty_object_and_is_kept_untouched() {
+        assert_eq!(user_info_of(&Map::new()), json!({}));
+        let info = json!({"contactId": 11, "nested": [1, {"a": null}]});
+        assert_eq!(user_info_of(&obj(json!({ "userInfo": info.clone() }))), info);
+        assert_eq!(user_info_of(&obj(json!({ "userInfo": 5 }))), json!(5));
+    }
+
+    #[test]
+    fn produce_needs_offer_or_constraints() {
+        assert_eq!(parse_produce(&Map::new()).unwrap_err().code(), "INVALID_ARGUMENT");
+        let r = parse_produce(&obj(json!({"constraints": {"audio": true, "video": false}}))).unwrap();
+        assert_eq!(r.constraints, Some(Constraints { audio: true, video: false }));
+        assert!(r.offer.is_none());
+        let r = parse_produce(&obj(json!({"offer": {"type": "offer", "sdp": "v=0"}}))).unwrap();
+        assert_eq!(r.offer.unwrap().sdp, "v=0");
+        for bad in [
+            json!({"constraints": {"audio": 1, "video": true}}),
+            json!({"constraints": {"audio": true}}),
+            json!({"constraints": true}),
+            json!({"offer": "v=0"}),
+            json!({"offer": {"type": "offer"}}),
+        ] {
+            assert_eq!(parse_produce(&obj(bad.clone())).unwrap_err().code(), "INVALID_ARGUMENT", "{bad}");
+        }
+    }
+
+    #[test]
+    fn consume_takes_one_answer_or_a_list() {
+        let one = parse_consume(&obj(json!({"id": 1, "answer": {"type": "answer", "sdp": "s"}}))).unwrap();
+        assert_eq!(one, vec![ConsumeAnswer { producer_id: "1".into(), answer: SessionDescription::answer("s".into()) }]);
+        let many = parse_consume(&obj(json!({"answers": [
+            {"id": "1", "answer": {"type": "answer", "sdp": "a"}},
+            {"id": "2", "answer": {"type": "answer", "sdp": "b"}}
+        ]})))
+        .unwrap();
+        assert_eq!(many.len(), 2);
+        for bad in [
+            json!({}),
+            json!({"answers": []}),
+            json!({"answers": {}}),
+            json!({"id": "1"}),
+            json!({"answer": {"type": "answer", "sdp": "a"}}),
+            json!({"answers": [{"id": "1", "answer": {"type": "answer", "sdp": "a"}}, {"id": "1", "answer": {"type": "answer", "sdp": "b"}}]}),
+        ] {
+            assert_eq!(parse_consume(&obj(bad.clone())).unwrap_err().code(), "INVALID_ARGUMENT", "{bad}");
+        }
+    }
+
+    #[test]
+    fn responses_serialize_to_the_spec_shapes() {
+        let created = CreateRoomResponse { room_id: "r".into(), user_id: None, users: vec![], user_info: None };
+        assert_eq!(serde_json::to_value(&created).unwrap(), json!({"room_id": "r", "users": []}));
+        let created = CreateRoomResponse {
+            room_id: "r".into(),
+            user_id: Some("1".into()),
+            users: vec![],
+            user_info: Some(json!({"contactId": 11})),
+        };
+        assert_eq!(
+            serde_json::to_value(&created).unwrap(),
+            json!({"room_id": "r", "user_id": "1", "users": [], "userInfo": {"contactId": 11}})
+        );
+        let left = LeaveResponse {
+            id: "1".into(),
+            user_info: json!({}),
+            constraints: Some(Constraints::NONE),
+            outbound: vec![PeerInfo { id: "2".into(), user_info: json!({}), offer: None, constraints: None }],
+        };
+        assert_eq!(
+            serde_json::to_value(&left).unwrap(),
+            json!({"id": "1", "userInfo": {}, "constraints": {"audio": false, "video": false}, "outbound": [{"id": "2", "userInfo": {}}]})
+        );
+    }
+}

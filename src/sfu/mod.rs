@@ -1,0 +1,248 @@
+//! The SFU core: rooms, users, upstream and downstream connections, forwarding.
+//! It knows nothing of Node or napi; the binding in `crate::binding` is a thin layer over
+//! [`MediaServerCore`].
+
+pub mod api;
+pub mod error;
+pub mod forward;
+pub mod peer;
+pub mod ports;
+pub mod room;
+pub mod sdp;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use api::*;
+use error::{SfuError, SfuResult};
+use peer::{ConnectionCounter, NetworkConfig};
+use ports::PortPool;
+use room::{Command, Room, RoomStats};
+
+/// What `new MediaServer(options)` configures.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// The address connections bind; `None` is every interface (0.0.0.0).
+    pub listen_ip: Option<IpAddr>,
+    /// Written into candidates instead of the bound address (1:1 NAT).
+    pub announced_ip: Option<IpAddr>,
+    /// Inclusive UDP port range; `None` lets the OS pick ephemeral ports.
+    pub port_range: Option<(u16, u16)>,
+}
+
+/// State every room shares: network settings, the port pool and the live-connection count.
+pub struct Shared {
+    pub net: NetworkConfig,
+    pub ports: Arc<PortPool>,
+    pub live: Arc<ConnectionCounter>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerStats {
+    pub rooms: usize,
+    pub users: usize,
+    pub upstream_connections: usize,
+    pub downstream_connections: usize,
+    /// Peer connection objects still alive in the process (closed ones are dropped).
+    pub live_connections: usize,
+    pub ports_in_use: usize,
+}
+
+struct RoomHandle {
+    tx: mpsc::Sender<Command>,
+    /// Tells this room apart from a later one with the same id.
+    serial: u64,
+}
+
+pub struct MediaServerCore {
+    shared: Arc<Shared>,
+    /// Room id to room task. Held only to look up, insert or remove; never across an await.
+    rooms: Mutex<HashMap<String, RoomHandle>>,
+    next_serial: std::sync::atomic::AtomicU64,
+    closed: AtomicBool,
+}
+
+impl MediaServerCore {
+    pub fn new(options: ServerOptions) -> SfuResult<Self> {
+        let listen_ip = options.listen_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let ports = PortPool::new(listen_ip, options.port_range)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                net: NetworkConfig { listen_ip, announced_ip: options.announced_ip },
+                ports,
+                live: Arc::new(ConnectionCounter::default()),
+            }),
+            rooms: Mutex::new(HashMap::new()),
+            next_serial: Default::default(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomHandle>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_open(&self) -> SfuResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(SfuError::ServerClosed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sends a command to a room and waits for its reply.
+    async fn ask<T>(
+        &self,
+        room_id: &str,
+        command: impl FnOnce(oneshot::Sender<SfuResult<T>>) -> Command,
+    ) -> SfuResult<T> {
+        self.check_open()?;
+        let (tx, serial) = {
+            let rooms = self.rooms();
+            let handle = rooms.get(room_id).ok_or_else(|| SfuError::room_not_found(room_id))?;
+            (handle.tx.clone(), handle.serial)
+        };
+        let (reply_tx, reply_rx) = oneshot::channel();
+        if tx.send(command(reply_tx)).await.is_err() {
+            return Err(SfuError::room_not_found(room_id));
+        }
+        match reply_rx.await {
+            Ok(result) => result,
+            // The room's task is gone without replying: it can only have died.
+            Err(_) => {
+                self.forget_room(room_id, serial);
+                Err(SfuError::Internal(format!("room '{room_id}' stopped unexpectedly")))
+            }
+        }
+    }
+
+    fn forget_room(&self, room_id: &str, serial: u64) {
+        let mut rooms = self.rooms();
+        if rooms.get(room_id).is_some_and(|h| h.serial == serial) {
+            rooms.remove(room_id);
+        }
+    }
+
+    pub async fn create_room(&self, room_id: Option<&Value>, body: Option<&Value>) -> SfuResult<CreateRoomResponse> {
+        let room_id = parse_optional_id("roomId", room_id)?;
+        let body = parse_body(body)?;
+        let user_id = parse_optional_id("userId", body.get("userId"))?;
+        let user_info = user_id.as_ref().map(|_| user_info_of(&body));
+        self.check_open()?;
+        let room_id = room_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        {
+            let mut rooms = self.rooms();
+            if rooms.contains_key(&room_id) {
+                return Err(SfuError::RoomExists(format!("room '{room_id}' already exists")));
+            }
+            let first_user = user_id.clone().zip(user_info.clone());
+            let tx = Room::spawn(&room_id, self.shared.clone(), first_user);
+            let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+            rooms.insert(room_id.clone(), RoomHandle { tx, serial });
+        }
+        tracing::info!(room = %room_id, user = ?user_id, "room created");
+        Ok(CreateRoomResponse { room_id, user_id, users: Vec::new(), user_info })
+    }
+
+    pub async fn add_user(&self, room_id: &Value, user_id: &Value, body: Option<&Value>) -> SfuResult<AddUserResponse> {
+        let room_id = parse_id("roomId", room_id)?;
+        let user_id = parse_id("userId", user_id)?;
+        let user_info = user_info_of(&parse_body(body)?);
+        self.ask(&room_id, |reply| Command::AddUser { user_id, user_info, reply }).await
+    }
+
+    pub async fn produce(&self, room_id: &Value, user_id: &Value, body: Option<&Value>) -> SfuResult<ProduceResponse> {
+        let room_id = parse_id("roomId", room_id)?;
+        let user_id = parse_id("userId", user_id)?;
+        let request = parse_produce(&parse_body(body)?)?;
+        self.ask(&room_id, |reply| Command::Produce { user_id, request, reply }).await
+    }
+
+    pub async fn consume(&self, room_id: &Value, user_id: &Value, body: Option<&Value>) -> SfuResult<ConsumeResponse> {
+        let room_id = parse_id("roomId", room_id)?;
+        let user_id = parse_id("userId", user_id)?;
+        let answers = parse_consume(&parse_body(body)?)?;
+        self.ask(&room_id, |reply| Command::Consume { user_id, answers, reply }).await
+    }
+
+    pub async fn stop_produce(&self, room_id: &Value, user_id: &Value) -> SfuResult<LeaveResponse> {
+        let room_id = parse_id("roomId", room_id)?;
+        let user_id = parse_id("userId", user_id)?;
+        self.ask(&room_id, |reply| Command::StopProduce { user_id, reply }).await
+    }
+
+    pub async fn remove_user(&self, room_id: &Value, user_id: &Value) -> SfuResult<LeaveResponse> {
+        let room_id = parse_id("roomId", room_id)?;
+        let user_id = parse_id("userId", user_id)?;
+        let serial = self.rooms().get(&room_id).map(|h| h.serial);
+        let (response, emptied) = self.ask(&room_id, |reply| Command::RemoveUser { user_id, reply }).await?;
+        if let (true, Some(serial)) = (emptied, serial) {
+            self.forget_room(&room_id, serial);
+            tracing::info!(room = %room_id, "room deleted: its last user left");
+        }
+        Ok(response)
+    }
+
+    pub async fn delete_room(&self, room_id: &Value) -> SfuResult<DeleteRoomResponse> {
+        let room_id = parse_id("roomId", room_id)?;
+        self.check_open()?;
+        // Out of the map first: from here on, new calls see no such room.
+        let handle = self.rooms().remove(&room_id).ok_or_else(|| SfuError::room_not_found(&room_id))?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        if handle.tx.send(Command::Delete { reply: reply_tx }).await.is_err() {
+            return Err(SfuError::room_not_found(&room_id));
+        }
+        reply_rx
+            .await
+            .unwrap_or_else(|_| Err(SfuError::Internal(format!("room '{room_id}' stopped unexpectedly"))))
+    }
+
+    pub async fn stats(&self) -> SfuResult<ServerStats> {
+        let handles: Vec<_> = self.rooms().values().map(|h| h.tx.clone()).collect();
+        let mut stats = ServerStats {
+            rooms: handles.len(),
+            users: 0,
+            upstream_connections: 0,
+            downstream_connections: 0,
+            live_connections: 0,
+            ports_in_use: self.shared.ports.in_use(),
+        };
+        for tx in handles {
+            let (reply_tx, reply_rx) = oneshot::channel();
+            if tx.send(Command::Stats { reply: reply_tx }).await.is_err() {
+                continue;
+            }
+            if let Ok(Ok(RoomStats { users, upstreams, downstreams })) = reply_rx.await {
+                stats.users += users;
+                stats.upstream_connections += upstreams;
+                stats.downstream_connections += downstreams;
+            }
+        }
+        stats.live_connections = self.shared.live.get();
+        Ok(stats)
+    }
+
+    /// Closes every room and connection. Later calls fail with `SERVER_CLOSED`.
+    pub async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let rooms: Vec<_> = self.rooms().drain().collect();
+        for (room_id, handle) in rooms {
+            let (reply_tx, reply_rx) = oneshot::channel();
+            if handle.tx.send(Command::Delete { reply: reply_tx }).await.is_ok() {
+                if let Ok(Err(e)) = reply_rx.await {
+                    tracing::warn!(room = %room_id, error = %e, "closing a room failed");
+                }
+            }
+        }
+        tracing::info!("media server closed");
+    }
+}

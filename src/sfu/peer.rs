@@ -1,0 +1,205 @@
+//! Building webrtc-rs peer connections the way the SFU needs them: one UDP port from our pool,
+//! loopback candidates allowed, mDNS off, an announced IP written into candidates, and
+//! non-trickle signalling (an SDP is handed out only once gathering is complete).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::sansio::Protocol;
+use tokio::sync::watch;
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateType, RTCIceGatheringState,
+    RTCSessionDescription, Registry, SettingEngineBuilder,
+};
+
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use webrtc::media_stream::track_remote::TrackRemote;
+
+use super::error::{SfuError, SfuResult};
+use super::sdp::Kind;
+use super::ports::{PortLease, PortPool};
+
+/// Network settings shared by every connection of a server.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    pub listen_ip: IpAddr,
+    pub announced_ip: Option<IpAddr>,
+}
+
+/// How long the server waits for its own ICE gathering (host candidates only: near instant).
+const GATHERING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counts peer connections alive in this process, for `stats()` and leak checks.
+#[derive(Debug, Default)]
+pub struct ConnectionCounter(AtomicUsize);
+
+impl ConnectionCounter {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A built connection with what keeps it accounted for: its port lease and the live count.
+pub struct Peer {
+    pub pc: Arc<dyn PeerConnection>,
+    gathering: watch::Receiver<bool>,
+    _port: PortLease,
+    counter: Arc<ConnectionCounter>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.counter.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Events a connection reports to the part of the SFU that owns it.
+pub trait PeerEvents: Send + Sync + 'static {
+    fn on_track(&self, _kind: Kind, _track: Arc<dyn TrackRemote>) {}
+    fn on_connected(&self) {}
+}
+
+struct Handler<E: PeerEvents> {
+    gathering_done: watch::Sender<bool>,
+    events: E,
+}
+
+#[async_trait::async_trait]
+impl<E: PeerEvents> PeerConnectionEventHandler for Handler<E> {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        let _ = self.gathering_done.send(state == RTCIceGatheringState::Complete);
+    }
+
+    async fn on_connection_state_change(&self, state: webrtc::peer_connection::RTCPeerConnectionState) {
+        tracing::debug!(%state, "peer connection state");
+        if state == webrtc::peer_connection::RTCPeerConnectionState::Connected {
+            self.events.on_connected();
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let kind = match track.kind().await {
+            RtpCodecKind::Audio => Kind::Audio,
+            RtpCodecKind::Video => Kind::Video,
+            _ => return,
+        };
+        self.events.on_track(kind, track);
+    }
+}
+
+/// Passes consumers' keyframe requests (PLI, FIR) to the application, where the SFU relays them
+/// to the producer; every other inbound RTCP packet stays with the interceptors.
+struct KeyframeRequestTap {
+    read: std::collections::VecDeque<TaggedPacket>,
+    write: std::collections::VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = std::time::Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            if packets.iter().any(|p| {
+                let any = p.as_any();
+                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+            }) {
+                msg.message.add(Attribute::DeliverToApplication);
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestTap {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+pub async fn build_peer<E: PeerEvents>(
+    net: &NetworkConfig,
+    ports: &Arc<PortPool>,
+    counter: &Arc<ConnectionCounter>,
+    events: E,
+) -> SfuResult<Peer> {
+    let port = ports.lease()?;
+    let mut media_engine = MediaEngine::default();
+    media_engine
+        .register_default_codecs()
+        .map_err(|e| SfuError::internal("registering codecs", e))?;
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)
+        .map_err(|e| SfuError::internal("registering interceptors", e))?
+        .with(
+            // Last in the chain, so every interceptor has seen the RTCP before it is tapped.
+            Slot::from(14_000),
+            KeyframeRequestTap { read: Default::default(), write: Default::default() },
+        );
+
+    let mut settings = SettingEngineBuilder::new()
+        .with_include_loopback_candidate(true)
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled);
+    if let Some(ip) = net.announced_ip {
+        settings = settings.with_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
+    }
+
+    let (gathering_done, gathering) = watch::channel(false);
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings.build())
+        .with_handler(Arc::new(Handler { gathering_done, events }))
+        .with_udp_addrs(vec![port.addr()])
+        .build()
+        .await
+        .map_err(|e| SfuError::ResourceExhausted(format!("could not open a peer connection on {}: {e}", port.addr())))?;
+    counter.0.fetch_add(1, Ordering::Relaxed);
+    Ok(Peer { pc: Arc::new(pc), gathering, _port: port, counter: counter.clone() })
+}
+
+impl Peer {
+    /// The local description with every candidate in it, once gathering has completed.
+    pub async fn complete_local_description(&self) -> SfuResult<RTCSessionDescription> {
+        let mut gathering = self.gathering.clone();
+        tokio::time::timeout(GATHERING_TIMEOUT, gathering.wait_for(|done| *done))
+            .await
+            .map_err(|_| SfuError::Internal("ICE gathering did not complete within 5 s".into()))?
+            .map_err(|_| SfuError::Internal("the connection closed while gathering".into()))?;
+        self.pc
+            .local_description()
+            .await
+            .ok_or_else(|| SfuError::Internal("no local description after gathering".into()))
+    }
+
+    pub async fn close(&self) {
+        if let Err(e) = self.pc.close().await {
+            tracing::warn!(error = %e, "closing a peer connection failed");
+        }
+    }
+}
