@@ -36,7 +36,9 @@ pub struct NetworkConfig {
 /// How long the server waits for its own ICE gathering (host candidates only: near instant).
 const GATHERING_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Counts peer connections alive in this process, for `stats()` and leak checks.
+/// Counts peer connections whose webrtc-rs state is still allocated, for `stats()` and leak
+/// checks: the count drops when webrtc-rs frees the connection (and with it our handler),
+/// not merely when we close it.
 #[derive(Debug, Default)]
 pub struct ConnectionCounter(AtomicUsize);
 
@@ -51,13 +53,6 @@ pub struct Peer {
     pub pc: Arc<dyn PeerConnection>,
     gathering: watch::Receiver<bool>,
     _port: PortLease,
-    counter: Arc<ConnectionCounter>,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.counter.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Events a connection reports to the part of the SFU that owns it.
@@ -69,6 +64,13 @@ pub trait PeerEvents: Send + Sync + 'static {
 struct Handler<E: PeerEvents> {
     gathering_done: watch::Sender<bool>,
     events: E,
+    live: Arc<ConnectionCounter>,
+}
+
+impl<E: PeerEvents> Drop for Handler<E> {
+    fn drop(&mut self) {
+        self.live.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[async_trait::async_trait]
@@ -169,18 +171,19 @@ pub async fn build_peer<E: PeerEvents>(
     }
 
     let (gathering_done, gathering) = watch::channel(false);
+    counter.0.fetch_add(1, Ordering::Relaxed);
+    let handler = Arc::new(Handler { gathering_done, events, live: counter.clone() });
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .with_setting_engine(settings.build())
-        .with_handler(Arc::new(Handler { gathering_done, events }))
+        .with_handler(handler)
         .with_udp_addrs(vec![port.addr()])
         .build()
         .await
         .map_err(|e| SfuError::ResourceExhausted(format!("could not open a peer connection on {}: {e}", port.addr())))?;
-    counter.0.fetch_add(1, Ordering::Relaxed);
-    Ok(Peer { pc: Arc::new(pc), gathering, _port: port, counter: counter.clone() })
+    Ok(Peer { pc: Arc::new(pc), gathering, _port: port })
 }
 
 impl Peer {
