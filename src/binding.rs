@@ -5,8 +5,9 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{PromiseRaw, ToNapiValue, Unknown};
-use napi::Env;
+use napi::bindgen_prelude::{Function, Object, PromiseRaw, ToNapiValue, Unknown};
+use napi::bindgen_prelude::JsObjectValue;
+use napi::{Env, ValueType};
 use napi_derive::napi;
 use serde::Serialize;
 use serde_json::Value;
@@ -92,6 +93,41 @@ fn throw(env: &Env, err: SfuError) -> napi::Error {
     js_error(env, err)
 }
 
+/// A JS argument as the JSON an HTTP client would have sent: `JSON.stringify` semantics, so
+/// `toJSON` is honoured (an `RTCSessionDescription` can be passed as is) and functions are
+/// dropped. `undefined` is absent.
+fn json_of(env: &Env, value: Option<Unknown<'_>>) -> SfuResult<Option<Value>> {
+    let Some(value) = value else { return Ok(None) };
+    match value.get_type() {
+        Ok(ValueType::Undefined) => return Ok(None),
+        Ok(ValueType::Null) => return Ok(Some(Value::Null)),
+        _ => {}
+    }
+    let text = (|| -> napi::Result<Option<String>> {
+        let json: Object = env.get_global()?.get_named_property("JSON")?;
+        let stringify: Function<Unknown, Option<String>> = json.get_named_property("stringify")?;
+        stringify.call(value)
+    })()
+    .map_err(|e| SfuError::InvalidArgument(format!("an argument cannot be read as JSON: {}", e.reason)))?
+    .ok_or_else(|| SfuError::InvalidArgument("an argument has no JSON form (a function or a symbol?)".into()))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| SfuError::InvalidArgument(format!("an argument cannot be read as JSON: {e}")))
+}
+
+/// Converts the call's arguments, or settles the promise with the conversion error.
+fn args<const N: usize>(env: &Env, values: [Option<Unknown<'_>>; N]) -> SfuResult<[Option<Value>; N]> {
+    let mut out = [const { None }; N];
+    for (slot, value) in out.iter_mut().zip(values) {
+        *slot = json_of(env, value)?;
+    }
+    Ok(out)
+}
+
+fn required(value: Option<Value>) -> Value {
+    value.unwrap_or(Value::Null)
+}
+
 #[napi]
 impl MediaServer {
     #[napi(constructor)]
@@ -108,11 +144,15 @@ impl MediaServer {
     pub fn create_room<'env>(
         &self,
         env: &'env Env,
-        room_id: Option<Value>,
-        body: Option<Value>,
+        room_id: Option<Unknown<'_>>,
+        body: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Value>> {
         let core = self.core.clone();
-        settle(env, async move { core.create_room(room_id.as_ref(), body.as_ref()).await })
+        let converted = args(env, [room_id, body]);
+        settle(env, async move {
+            let [room_id, body] = converted?;
+            core.create_room(room_id.as_ref(), body.as_ref()).await
+        })
     }
 
     /// `POST /rooms/:room_id/users/:user_id`.
@@ -123,12 +163,16 @@ impl MediaServer {
     pub fn add_user<'env>(
         &self,
         env: &'env Env,
-        room_id: Value,
-        user_id: Value,
-        body: Option<Value>,
+        room_id: Option<Unknown<'_>>,
+        user_id: Option<Unknown<'_>>,
+        body: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Value>> {
         let core = self.core.clone();
-        settle(env, async move { core.add_user(&room_id, &user_id, body.as_ref()).await })
+        let converted = args(env, [room_id, user_id, body]);
+        settle(env, async move {
+            let [room_id, user_id, body] = converted?;
+            core.add_user(&required(room_id), &required(user_id), body.as_ref()).await
+        })
     }
 
     /// `POST /rooms/:room_id/users/:user_id/produce`.
@@ -139,12 +183,16 @@ impl MediaServer {
     pub fn produce<'env>(
         &self,
         env: &'env Env,
-        room_id: Value,
-        user_id: Value,
-        body: Option<Value>,
+        room_id: Option<Unknown<'_>>,
+        user_id: Option<Unknown<'_>>,
+        body: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Value>> {
         let core = self.core.clone();
-        settle(env, async move { core.produce(&room_id, &user_id, body.as_ref()).await })
+        let converted = args(env, [room_id, user_id, body]);
+        settle(env, async move {
+            let [room_id, user_id, body] = converted?;
+            core.produce(&required(room_id), &required(user_id), body.as_ref()).await
+        })
     }
 
     /// `POST /rooms/:room_id/users/:user_id/consume`.
@@ -155,12 +203,16 @@ impl MediaServer {
     pub fn consume<'env>(
         &self,
         env: &'env Env,
-        room_id: Value,
-        user_id: Value,
-        body: Option<Value>,
+        room_id: Option<Unknown<'_>>,
+        user_id: Option<Unknown<'_>>,
+        body: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Value>> {
         let core = self.core.clone();
-        settle(env, async move { core.consume(&room_id, &user_id, body.as_ref()).await })
+        let converted = args(env, [room_id, user_id, body]);
+        settle(env, async move {
+            let [room_id, user_id, body] = converted?;
+            core.consume(&required(room_id), &required(user_id), body.as_ref()).await
+        })
     }
 
     /// `DELETE /rooms/:room_id/users/:user_id/produce`.
@@ -171,11 +223,15 @@ impl MediaServer {
     pub fn stop_produce<'env>(
         &self,
         env: &'env Env,
-        room_id: Value,
-        user_id: Value,
+        room_id: Option<Unknown<'_>>,
+        user_id: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Value>> {
         let core = self.core.clone();
-        settle(env, async move { core.stop_produce(&room_id, &user_id).await })
+        let converted = args(env, [room_id, user_id]);
+        settle(env, async move {
+            let [room_id, user_id] = converted?;
+            core.stop_produce(&required(room_id), &required(user_id)).await
+        })
     }
 
     /// `DELETE /rooms/:room_id/users/:user_id`. The last user out deletes the room.
@@ -186,18 +242,26 @@ impl MediaServer {
     pub fn remove_user<'env>(
         &self,
         env: &'env Env,
-        room_id: Value,
-        user_id: Value,
+        room_id: Option<Unknown<'_>>,
+        user_id: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Value>> {
         let core = self.core.clone();
-        settle(env, async move { core.remove_user(&room_id, &user_id).await })
+        let converted = args(env, [room_id, user_id]);
+        settle(env, async move {
+            let [room_id, user_id] = converted?;
+            core.remove_user(&required(room_id), &required(user_id)).await
+        })
     }
 
     /// `DELETE /rooms/:room_id`.
     #[napi(ts_args_type = "roomId: string | number", ts_return_type = "Promise<DeleteRoomResponse>")]
-    pub fn delete_room<'env>(&self, env: &'env Env, room_id: Value) -> napi::Result<PromiseRaw<'env, Value>> {
+    pub fn delete_room<'env>(&self, env: &'env Env, room_id: Option<Unknown<'_>>) -> napi::Result<PromiseRaw<'env, Value>> {
         let core = self.core.clone();
-        settle(env, async move { core.delete_room(&room_id).await })
+        let converted = args(env, [room_id]);
+        settle(env, async move {
+            let [room_id] = converted?;
+            core.delete_room(&required(room_id)).await
+        })
     }
 
     /// Counts of rooms, users and connections held by this server.
