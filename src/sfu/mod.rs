@@ -205,6 +205,7 @@ impl MediaServerCore {
     }
 
     pub async fn stats(&self) -> SfuResult<ServerStats> {
+        self.check_open()?;
         let handles: Vec<_> = self.rooms().values().map(|h| h.tx.clone()).collect();
         let mut stats = ServerStats {
             rooms: handles.len(),
@@ -244,5 +245,68 @@ impl MediaServerCore {
             }
         }
         tracing::info!("media server closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn server() -> MediaServerCore {
+        MediaServerCore::new(ServerOptions {
+            listen_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn code<T: std::fmt::Debug>(r: SfuResult<T>) -> &'static str {
+        r.unwrap_err().code()
+    }
+
+    #[tokio::test]
+    async fn rooms_and_users_follow_the_spec_rules() {
+        let s = server();
+        let created = s.create_room(Some(&json!(7)), Some(&json!({"userId": 1}))).await.unwrap();
+        assert_eq!((created.room_id.as_str(), created.user_id.as_deref()), ("7", Some("1")));
+        assert_eq!(created.user_info, Some(json!({})));
+        assert_eq!(code(s.create_room(Some(&json!("7")), None).await), "ROOM_EXISTS");
+        assert_eq!(code(s.add_user(&json!("7"), &json!("1"), None).await), "USER_EXISTS");
+        assert_eq!(code(s.add_user(&json!("nope"), &json!("1"), None).await), "ROOM_NOT_FOUND");
+        let added = s.add_user(&json!("7"), &json!("2"), Some(&json!({"userInfo": [1]}))).await.unwrap();
+        assert_eq!(serde_json::to_value(&added).unwrap(), json!({"id": "2", "userInfo": [1], "users": [{"id": "1", "userInfo": {}}]}));
+
+        let constraints = json!({"constraints": {"audio": true, "video": true}});
+        assert_eq!(code(s.produce(&json!("7"), &json!("1"), Some(&constraints)).await), "NOT_PRODUCING");
+        assert_eq!(code(s.stop_produce(&json!("7"), &json!("1")).await), "NOT_PRODUCING");
+        assert_eq!(code(s.produce(&json!("7"), &json!("9"), Some(&constraints)).await), "USER_NOT_FOUND");
+        let answer = json!({"id": "1", "answer": {"type": "answer", "sdp": "v=0\r\n"}});
+        assert_eq!(code(s.consume(&json!("7"), &json!("2"), Some(&answer)).await), "NO_PENDING_OFFER");
+
+        let removed = s.remove_user(&json!("7"), &json!("1")).await.unwrap();
+        assert_eq!(serde_json::to_value(&removed).unwrap(), json!({"id": "1", "userInfo": {}, "outbound": [{"id": "2", "userInfo": [1]}]}));
+        s.remove_user(&json!("7"), &json!("2")).await.unwrap();
+        assert_eq!(code(s.add_user(&json!("7"), &json!("3"), None).await), "ROOM_NOT_FOUND", "the last user out deleted the room");
+        assert_eq!(s.stats().await.unwrap().rooms, 0);
+    }
+
+    #[tokio::test]
+    async fn failed_calls_change_nothing_and_close_ends_everything() {
+        let s = server();
+        s.create_room(Some(&json!("r")), None).await.unwrap();
+        s.add_user(&json!("r"), &json!("a"), None).await.unwrap();
+        let bad_offer = json!({"offer": {"type": "offer", "sdp": "not an sdp"}});
+        assert_eq!(code(s.produce(&json!("r"), &json!("a"), Some(&bad_offer)).await), "INVALID_SDP");
+        let stats = s.stats().await.unwrap();
+        assert_eq!((stats.rooms, stats.users, stats.upstream_connections, stats.live_connections), (1, 1, 0, 0));
+
+        assert_eq!(s.delete_room(&json!("r")).await.unwrap().count, 1);
+        assert_eq!(code(s.delete_room(&json!("r")).await), "ROOM_NOT_FOUND");
+        s.create_room(Some(&json!("r2")), None).await.unwrap();
+        s.close().await;
+        assert_eq!(code(s.create_room(None, None).await), "SERVER_CLOSED");
+        assert_eq!(code(s.delete_room(&json!("r2")).await), "SERVER_CLOSED");
+        assert_eq!(code(s.stats().await), "SERVER_CLOSED");
     }
 }

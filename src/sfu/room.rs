@@ -707,3 +707,16 @@ fn kind_of_mime(mime: &str) -> Kind {
         Kind::Video
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_command_becomes_an_internal_error() {
+        let result: SfuResult<()> = guard(async { panic!("boom") }).await;
+        let err = result.unwrap_err();
+        assert_eq!(err.code(), "INTERNAL");
+        assert!(err.to_string().contains("boom"));
+    }
+}
