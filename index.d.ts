@@ -52,10 +52,13 @@ export interface AddUserResponse {
   users: RoomUser[]
 }
 
+/** Constraints to change: a kind left out keeps its current value (with an offer: the value derived from it). */
+export type ConstraintsPatch = { audio: boolean; video?: boolean } | { audio?: boolean; video: boolean }
+
 /** An offer, constraints, or both; at least one. */
 export type ProduceBody =
-  | { offer: SessionDescription<'offer'>; constraints?: Constraints }
-  | { offer?: SessionDescription<'offer'>; constraints: Constraints }
+  | { offer: SessionDescription<'offer'>; constraints?: ConstraintsPatch }
+  | { offer?: SessionDescription<'offer'>; constraints: ConstraintsPatch }
 
 /** One item per other user: relay it to the user it names (`id`). */
 export interface OutboundItem {

@@ -70,7 +70,7 @@ for (const closeAtEnd of [false, true]) {
 }
 
 test('concurrent calls on one room end in a consistent state', T, async () => {
-  const server = createServer({ min: 44000, max: 44199 })
+  const server = createServer({ min: 45000, max: 45199 })
   const room = uniqueId('busy')
   await server.createRoom(room)
   const ids = Array.from({ length: 12 }, (_, i) => `u${i}`)

@@ -96,11 +96,25 @@ pub struct DeleteRoomResponse {
     pub count: u32,
 }
 
+/// Constraints as given: a kind left out keeps its current value (or, with an offer, the
+/// value derived from the offer), so `{video: false}` alone mutes video and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConstraintsPatch {
+    pub audio: Option<bool>,
+    pub video: Option<bool>,
+}
+
+impl ConstraintsPatch {
+    pub fn apply(self, base: Constraints) -> Constraints {
+        Constraints { audio: self.audio.unwrap_or(base.audio), video: self.video.unwrap_or(base.video) }
+    }
+}
+
 /// What `produce` was asked to do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProduceRequest {
     pub offer: Option<SessionDescription>,
-    pub constraints: Option<Constraints>,
+    pub constraints: Option<ConstraintsPatch>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -174,17 +188,22 @@ fn parse_description(what: &str, value: &Value) -> SfuResult<SessionDescription>
     Ok(SessionDescription { sdp_type: sdp_type.to_owned(), sdp: sdp.to_owned() })
 }
 
-fn parse_constraints(value: &Value) -> SfuResult<Constraints> {
+fn parse_constraints(value: &Value) -> SfuResult<ConstraintsPatch> {
     let obj = value
         .as_object()
         .ok_or_else(|| SfuError::InvalidArgument("constraints must be an object {audio, video}".into()))?;
-    let flag = |kind: &str| -> SfuResult<bool> {
+    let flag = |kind: &str| -> SfuResult<Option<bool>> {
         match obj.get(kind) {
-            Some(Value::Bool(b)) => Ok(*b),
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
             _ => Err(SfuError::InvalidArgument(format!("constraints.{kind} must be a boolean"))),
         }
     };
-    Ok(Constraints { audio: flag("audio")?, video: flag("video")? })
+    let patch = ConstraintsPatch { audio: flag("audio")?, video: flag("video")? };
+    if patch.audio.is_none() && patch.video.is_none() {
+        return Err(SfuError::InvalidArgument("constraints must name audio, video or both".into()));
+    }
+    Ok(patch)
 }
 
 pub fn parse_produce(body: &Map<String, Value>) -> SfuResult<ProduceRequest> {
@@ -279,13 +298,16 @@ mod tests {
     fn produce_needs_offer_or_constraints() {
         assert_eq!(parse_produce(&Map::new()).unwrap_err().code(), "INVALID_ARGUMENT");
         let r = parse_produce(&obj(json!({"constraints": {"audio": true, "video": false}}))).unwrap();
-        assert_eq!(r.constraints, Some(Constraints { audio: true, video: false }));
+        assert_eq!(r.constraints, Some(ConstraintsPatch { audio: Some(true), video: Some(false) }));
+        let partial = parse_produce(&obj(json!({"constraints": {"video": false}}))).unwrap().constraints.unwrap();
+        assert_eq!(partial.apply(Constraints { audio: true, video: true }), Constraints { audio: true, video: false });
         assert!(r.offer.is_none());
         let r = parse_produce(&obj(json!({"offer": {"type": "offer", "sdp": "v=0"}}))).unwrap();
         assert_eq!(r.offer.unwrap().sdp, "v=0");
         for bad in [
             json!({"constraints": {"audio": 1, "video": true}}),
-            json!({"constraints": {"audio": true}}),
+            json!({"constraints": {}}),
+            json!({"constraints": {"video": "no"}}),
             json!({"constraints": true}),
             json!({"offer": "v=0"}),
             json!({"offer": {"type": "offer"}}),

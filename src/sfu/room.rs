@@ -200,7 +200,7 @@ impl Room {
         let mut created: Vec<((Arc<str>, Arc<str>), Downstream, SessionDescription)> = Vec::new();
         for producer in &self.users {
             let Some(upstream) = &producer.upstream else { continue };
-            match self.open_downstream(producer, upstream).await {
+            match self.open_downstream(upstream).await {
                 Ok((downstream, offer)) => {
                     created.push(((producer.id.clone(), consumer.clone()), downstream, offer))
                 }
@@ -236,16 +236,15 @@ impl Room {
     async fn produce(&mut self, user_id: &str, request: ProduceRequest) -> SfuResult<ProduceResponse> {
         let index = self.user_index(user_id)?;
         let Some(offer) = request.offer else {
-            let constraints = request.constraints.expect("parse_produce requires offer or constraints");
-            return self.set_constraints(index, constraints);
+            let patch = request.constraints.expect("parse_produce requires offer or constraints");
+            return self.set_constraints(index, patch);
         };
         let sections = sdp::check_description(&offer.sdp_type, &offer.sdp, "offer")?;
         let sends = sdp::check_producer_offer(&sections)?;
         let remote = RTCSessionDescription::offer(offer.sdp)
             .map_err(|e| SfuError::InvalidSdp(format!("the offer does not parse: {e}")))?;
-        let constraints = request
-            .constraints
-            .unwrap_or(Constraints { audio: sends.sends_audio, video: sends.sends_video });
+        let derived = Constraints { audio: sends.sends_audio, video: sends.sends_video };
+        let constraints = request.constraints.map_or(derived, |patch| patch.apply(derived));
 
         // 1. The upstream: a new connection, or a renegotiation of the existing one.
         let producer_id = self.users[index].id.clone();
@@ -276,7 +275,7 @@ impl Room {
                     .await
                     .map(|offer| renegotiated.push((consumer.id.clone(), offer))),
                 None => self
-                    .open_downstream(producer, &upstream)
+                    .open_downstream(&upstream)
                     .await
                     .map(|(downstream, offer)| opened.push((key, downstream, offer))),
             };
@@ -329,7 +328,7 @@ impl Room {
         })
     }
 
-    fn set_constraints(&mut self, index: usize, constraints: Constraints) -> SfuResult<ProduceResponse> {
+    fn set_constraints(&mut self, index: usize, patch: ConstraintsPatch) -> SfuResult<ProduceResponse> {
         let user = &mut self.users[index];
         let Some(upstream) = user.upstream.as_mut() else {
             return Err(SfuError::NotProducing(format!(
@@ -337,6 +336,7 @@ impl Room {
                 user.id
             )));
         };
+        let constraints = patch.apply(upstream.constraints);
         upstream.constraints = constraints;
         for kind in Kind::ALL {
             upstream.forwarders[kind.index()].send(Control::Mute(!kind_enabled(constraints, kind)));
@@ -400,7 +400,6 @@ impl Room {
                     ssrc: down.ssrc,
                     payload_type,
                 }));
-                spawn_keyframe_relay(down.track.clone(), forwarder.clone());
             }
         }
         Ok(ConsumeResponse { status: "connected" })
@@ -495,14 +494,14 @@ impl Room {
     }
 
     /// A new downstream from `producer`, with an offer carrying exactly its codecs.
-    async fn open_downstream(&self, producer: &User, upstream: &Upstream) -> SfuResult<(Downstream, SessionDescription)> {
+    async fn open_downstream(&self, upstream: &Upstream) -> SfuResult<(Downstream, SessionDescription)> {
         let events = DownstreamEvents { video: upstream.forwarders[Kind::Video.index()].clone() };
         let peer = build_peer(&self.shared.net, &self.shared.ports, &self.shared.live, events).await?;
         let mut downstream = Downstream { peer, tracks: [None, None], pending_offer: false };
         let result = async {
             for kind in Kind::ALL {
                 if let Some(codec) = &upstream.codecs[kind.index()] {
-                    downstream.tracks[kind.index()] = Some(add_down_track(&downstream, &producer.id, kind, codec).await?);
+                    downstream.tracks[kind.index()] = Some(add_down_track(&downstream, upstream, kind, codec).await?);
                 }
             }
             make_offer(&mut downstream).await
@@ -598,7 +597,8 @@ fn random_ssrc() -> u32 {
     (uuid::Uuid::new_v4().as_u128() as u32).max(1)
 }
 
-async fn add_down_track(downstream: &Downstream, producer: &str, kind: Kind, codec: &Codec) -> SfuResult<DownTrack> {
+async fn add_down_track(downstream: &Downstream, upstream: &Upstream, kind: Kind, codec: &Codec) -> SfuResult<DownTrack> {
+    let producer = &*upstream.producer;
     let ssrc = random_ssrc();
     let rtc_codec = rtc_codec(kind, codec);
     let rtp_kind = match kind {
@@ -638,6 +638,8 @@ async fn add_down_track(downstream: &Downstream, producer: &str, kind: Kind, cod
         }])
         .await
         .map_err(|e| SfuError::InvalidSdp(format!("codec {} cannot be forwarded: {e}", codec.name)))?;
+    // The track is bound to its sender from here until it is removed or the connection closes.
+    spawn_keyframe_relay(track.clone(), upstream.forwarders[kind.index()].clone());
     Ok(DownTrack { track, transceiver, ssrc, codec: codec.clone() })
 }
 
@@ -681,7 +683,7 @@ async fn renegotiate_downstream(
             }
         }
         if let Some(codec) = wanted {
-            downstream.tracks[kind.index()] = Some(add_down_track(downstream, &upstream.producer, kind, codec).await?);
+            downstream.tracks[kind.index()] = Some(add_down_track(downstream, upstream, kind, codec).await?);
         }
     }
     make_offer(downstream).await
