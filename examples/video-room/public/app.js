@@ -250,6 +250,7 @@ async function inboundOf (pc) {
       framesDecoded: r.framesDecoded ?? 0,
       frameWidth: r.frameWidth ?? 0,
       freezeCount: r.freezeCount ?? 0,
+      retransmittedPacketsReceived: r.retransmittedPacketsReceived ?? 0,
       totalSamplesReceived: r.totalSamplesReceived ?? 0
     }
     // After renegotiation an old stream may linger: keep the most active one per kind.
@@ -269,7 +270,7 @@ async function upstreamStats () {
       out.availableOutgoingBitrate = report.get(r.selectedCandidatePairId)?.availableOutgoingBitrate ?? 0
     }
     if (r.type === 'outbound-rtp') {
-      out[r.kind] = { codec: r.codecId ? report.get(r.codecId)?.mimeType : undefined, bytesSent: r.bytesSent ?? 0, packetsSent: r.packetsSent ?? 0, nackCount: r.nackCount ?? 0, pliCount: r.pliCount ?? 0 }
+      out[r.kind] = { codec: r.codecId ? report.get(r.codecId)?.mimeType : undefined, bytesSent: r.bytesSent ?? 0, packetsSent: r.packetsSent ?? 0, nackCount: r.nackCount ?? 0, pliCount: r.pliCount ?? 0, retransmittedPacketsSent: r.retransmittedPacketsSent ?? 0 }
     }
   }
   return out
