@@ -19,7 +19,7 @@ use webrtc::peer_connection::{
     RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use webrtc::media_stream::track_remote::TrackRemote;
 
 use super::error::{SfuError, SfuResult};
@@ -144,6 +144,48 @@ impl Interceptor for KeyframeRequestTap {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// The codecs the server negotiates: exactly those it forwards (Opus, VP8, VP9, H264, AV1),
+/// each video codec with its RTX format. webrtc-rs's default table also has G.722, PCMU, PCMA
+/// and HEVC; a producer offering one of those first would otherwise have it chosen.
+fn register_forwarded_codecs(engine: &mut MediaEngine) -> rtc::shared::error::Result<()> {
+    let feedback = || {
+        [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
+            .map(|(typ, parameter)| RTCPFeedback { typ: typ.into(), parameter: parameter.into() })
+            .to_vec()
+    };
+    let codec = |mime: &str, clock_rate, channels, fmtp: &str, rtcp_feedback, payload_type| RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.into(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: fmtp.into(),
+            rtcp_feedback,
+        },
+        payload_type,
+    };
+    engine.register_codec(codec("audio/opus", 48_000, 2, "minptime=10;useinbandfec=1", vec![], 111), RtpCodecKind::Audio)?;
+    let h264 = |mode: u8, profile: &str| format!("level-asymmetry-allowed=1;packetization-mode={mode};profile-level-id={profile}");
+    let video: [(&str, String, u8, u8); 9] = [
+        ("video/VP8", String::new(), 96, 97),
+        ("video/VP9", "profile-id=0".into(), 98, 99),
+        ("video/VP9", "profile-id=2".into(), 100, 101),
+        ("video/H264", h264(1, "42001f"), 102, 103),
+        ("video/H264", h264(0, "42001f"), 127, 104),
+        ("video/H264", h264(1, "42e01f"), 125, 105),
+        ("video/H264", h264(0, "42e01f"), 108, 109),
+        ("video/H264", h264(1, "640032"), 123, 124),
+        ("video/AV1", "profile-id=0".into(), 41, 106),
+    ];
+    for (mime, fmtp, payload_type, rtx) in video {
+        engine.register_codec(codec(mime, 90_000, 0, &fmtp, feedback(), payload_type), RtpCodecKind::Video)?;
+        engine.register_codec(
+            codec("video/rtx", 90_000, 0, &format!("apt={payload_type}"), vec![], rtx),
+            RtpCodecKind::Video,
+        )?;
+    }
+    Ok(())
+}
+
 pub async fn build_peer<E: PeerEvents>(
     net: &NetworkConfig,
     ports: &Arc<PortPool>,
@@ -152,9 +194,7 @@ pub async fn build_peer<E: PeerEvents>(
 ) -> SfuResult<Peer> {
     let port = ports.lease()?;
     let mut media_engine = MediaEngine::default();
-    media_engine
-        .register_default_codecs()
-        .map_err(|e| SfuError::internal("registering codecs", e))?;
+    register_forwarded_codecs(&mut media_engine).map_err(|e| SfuError::internal("registering codecs", e))?;
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)
         .map_err(|e| SfuError::internal("registering interceptors", e))?
         .with(
