@@ -281,6 +281,10 @@ window.__demo = {
   get joined () { return state.joined },
   get broadcasting () { return state.broadcasting },
   remoteIds: () => [...state.remotes.keys()],
+  connections: () => ({
+    upstream: state.upstream ? `${state.upstream.connectionState}/${state.upstream.iceConnectionState}` : null,
+    remotes: Object.fromEntries([...state.remotes].map(([id, r]) => [id, r.pc ? `${r.pc.connectionState}/${r.pc.iceConnectionState}/${r.pc.signalingState}` : null]))
+  }),
   async stats () {
     const producers = {}
     for (const [id, remote] of state.remotes) producers[id] = await inboundOf(remote.pc)
