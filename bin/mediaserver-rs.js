@@ -1,0 +1,77 @@
+#!/usr/bin/env node
+'use strict'
+// mediaserver-rs serve [--host 127.0.0.1] [--port 8080] [--announced-ip IP] [--listen-ip IP]
+//                      [--port-min N --port-max N]
+// The media-server REST API over HTTP (see serve.js). Prints one line when it listens:
+//   mediaserver-rs listening on http://127.0.0.1:8080
+// SIGINT / SIGTERM: closes everything and exits 0.
+
+const { Command, Option, InvalidArgumentError } = require('commander')
+const { version } = require('../package.json')
+
+function integer (min, max) {
+  return (value) => {
+    if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+      throw new InvalidArgumentError(`must be an integer from ${min} to ${max}`)
+    }
+    return Number(value)
+  }
+}
+
+const program = new Command()
+program
+  .name('mediaserver-rs')
+  .description('A WebRTC SFU: the media-server REST API over HTTP')
+  .version(version)
+
+program
+  .command('serve')
+  .description('serve the media-server REST API over HTTP')
+  .addOption(new Option('--host <address>', 'address the HTTP server listens on').env('HOST').default('127.0.0.1'))
+  .addOption(new Option('--port <port>', 'TCP port of the HTTP server (0: any free port)').env('PORT').default(8080).argParser(integer(0, 65535)))
+  .addOption(new Option('--announced-ip <ip>', 'address written into ICE candidates instead of the bound one (1:1 NAT)').env('ANNOUNCED_IP'))
+  .addOption(new Option('--listen-ip <ip>', 'address media connections bind (default: every interface)'))
+  .addOption(new Option('--port-min <port>', 'lowest UDP port for media connections (with --port-max)').argParser(integer(1, 65535)))
+  .addOption(new Option('--port-max <port>', 'highest UDP port for media connections (with --port-min)').argParser(integer(1, 65535)))
+  .action(async (opts, command) => {
+    if ((opts.portMin === undefined) !== (opts.portMax === undefined)) {
+      command.error('error: --port-min and --port-max go together')
+    }
+    if (opts.portMin !== undefined && opts.portMin > opts.portMax) {
+      command.error('error: --port-min is greater than --port-max')
+    }
+    const options = { host: opts.host, port: opts.port }
+    if (opts.listenIp !== undefined) options.listenIp = opts.listenIp
+    if (opts.announcedIp !== undefined && opts.announcedIp !== '') options.announcedIp = opts.announcedIp
+    if (opts.portMin !== undefined) options.portRange = { min: opts.portMin, max: opts.portMax }
+
+    const { serve } = require('../serve.js')
+    let server
+    try {
+      server = await serve(options)
+    } catch (err) {
+      console.error(`mediaserver-rs: cannot start: ${err.code ? `${err.code}: ` : ''}${err.message}`)
+      process.exit(1)
+    }
+    console.error(`mediaserver-rs listening on ${server.url}`)
+
+    let stopping = false
+    const stop = async (signal) => {
+      if (stopping) {
+        console.error(`mediaserver-rs: ${signal} again, exiting without waiting`)
+        process.exit(1)
+      }
+      stopping = true
+      try {
+        await server.close()
+        process.exit(0)
+      } catch (err) {
+        console.error(`mediaserver-rs: closing: ${err.message}`)
+        process.exit(1)
+      }
+    }
+    process.on('SIGINT', stop)
+    process.on('SIGTERM', stop)
+  })
+
+program.parseAsync(process.argv)

@@ -1,0 +1,153 @@
+/* The HTTP server (serve.js): the media-server REST API over HTTP on top of the addon. */
+
+import type {
+  MediaServer,
+  MediaServerOptions,
+  ErrorCode,
+  ServerStats,
+  CreateRoomBody,
+  CreateRoomResponse,
+  AddUserBody,
+  AddUserResponse,
+  ProduceBody,
+  ProduceResponse,
+  ConsumeBody,
+  ConsumeResponse,
+  StopProduceResponse,
+  RemoveUserResponse,
+  DeleteRoomResponse
+} from './index'
+
+/** Where the HTTP server listens. */
+export interface ListenOptions {
+  /** The address the HTTP server listens on. Default `'127.0.0.1'`. */
+  host?: string
+  /** Its TCP port, 0 to 65535; 0 picks a free port (read it from the result). Default `8080`. */
+  port?: number
+}
+
+/**
+ * The options of `serve()`: where to listen, and either an existing `MediaServer` (`media`) or
+ * the options of the one `serve()` makes (every key but `host`, `port` and `media` is passed
+ * untouched to `new MediaServer(…)`). Giving `media` together with MediaServer options is a
+ * `TypeError`.
+ */
+export type ServeOptions =
+  | (ListenOptions & MediaServerOptions & { media?: undefined })
+  | (ListenOptions & { media: MediaServer })
+
+/** A running HTTP server. */
+export interface HttpServerHandle {
+  /** `http://host:port`, with the address and port actually bound (IPv6 in brackets). */
+  url: string
+  /** The TCP port actually bound (the chosen one when `port` was 0). */
+  port: number
+  /** The address actually bound (e.g. `'127.0.0.1'`). */
+  host: string
+  /** The MediaServer behind the routes: `options.media`, or the one `serve()` made. */
+  media: MediaServer
+  /**
+   * Stops the HTTP server (requests in flight finish first), then closes `media` if `serve()`
+   * made it (a `media` passed in stays open). Calling it again returns the same promise.
+   */
+  close(): Promise<void>
+}
+
+/**
+ * Starts the HTTP server; resolves once it listens. Rejects with the MediaServer constructor's
+ * error (`code: 'INVALID_ARGUMENT'`, e.g. a `listenIp` that is not an IP address), with a
+ * `TypeError`/`RangeError` for bad `host`/`port`/`media`, or with the listen error
+ * (`EADDRINUSE`, …); a MediaServer made by `serve()` is closed again then.
+ */
+export declare function serve(options?: ServeOptions): Promise<HttpServerHandle>
+
+/** The HTTP status of each error code (the spec's error table). */
+export declare const httpStatus: Readonly<{
+  INVALID_ARGUMENT: 400
+  INVALID_SDP: 400
+  ROOM_NOT_FOUND: 404
+  USER_NOT_FOUND: 404
+  ROOM_EXISTS: 409
+  USER_EXISTS: 409
+  NOT_PRODUCING: 409
+  NO_PENDING_OFFER: 409
+  RESOURCE_EXHAUSTED: 503
+  SERVER_CLOSED: 503
+  INTERNAL: 500
+}>
+
+/**
+ * The body of every error response. The status is `httpStatus[code]`, except for errors of the
+ * HTTP layer itself, all `INVALID_ARGUMENT`: an unknown route or method is 404, a body over
+ * 1 MiB is 413, a body that is not JSON or not a JSON object is 400.
+ */
+export interface HttpErrorBody {
+  error: {
+    code: ErrorCode
+    message: string
+  }
+}
+
+/** Every status an error response can have. */
+export type HttpErrorStatus = 400 | 404 | 409 | 413 | 500 | 503
+
+/**
+ * Every route: its path parameters, the JSON body it reads (`undefined`: no body, which is the
+ * same as `{}`), and the JSON of its 200 response (exactly what the MediaServer method resolves
+ * to). Path parameters are strings (URL-decoded); the addon reads them as ids.
+ */
+export interface HttpRoutes {
+  'POST /rooms': {
+    params: {}
+    body: CreateRoomBody | undefined
+    /** `room_id` is a generated UUID v4. */
+    response: CreateRoomResponse
+  }
+  'POST /rooms/:room_id': {
+    params: { room_id: string }
+    body: CreateRoomBody | undefined
+    response: CreateRoomResponse
+  }
+  'POST /rooms/:room_id/users/:user_id': {
+    params: { room_id: string; user_id: string }
+    body: AddUserBody | undefined
+    response: AddUserResponse
+  }
+  'POST /rooms/:room_id/users/:user_id/produce': {
+    params: { room_id: string; user_id: string }
+    body: ProduceBody
+    response: ProduceResponse
+  }
+  'POST /rooms/:room_id/users/:user_id/consume': {
+    params: { room_id: string; user_id: string }
+    body: ConsumeBody
+    response: ConsumeResponse
+  }
+  'DELETE /rooms/:room_id/users/:user_id/produce': {
+    params: { room_id: string; user_id: string }
+    /** Ignored (the spec sends `{}`); when present it must still be a JSON object. */
+    body: Record<string, never> | undefined
+    response: StopProduceResponse
+  }
+  'DELETE /rooms/:room_id/users/:user_id': {
+    params: { room_id: string; user_id: string }
+    /** Ignored (the spec sends `{}`); when present it must still be a JSON object. */
+    body: Record<string, never> | undefined
+    response: RemoveUserResponse
+  }
+  'DELETE /rooms/:room_id': {
+    params: { room_id: string }
+    /** Ignored (the spec sends `{}`); when present it must still be a JSON object. */
+    body: Record<string, never> | undefined
+    response: DeleteRoomResponse
+  }
+  /** An extension, not in the spec: `media.stats()`. */
+  'GET /stats': {
+    params: {}
+    body: undefined
+    response: ServerStats
+  }
+}
+
+/** `'POST /rooms'`, `'GET /stats'`, … */
+export type HttpRoute = keyof HttpRoutes

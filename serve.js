@@ -1,0 +1,213 @@
+'use strict'
+// The HTTP server: the media-server REST API of ../shared/spec/API.md served over HTTP on top
+// of the addon, so that a backend written against the original media server can switch
+// without code changes. One route per MediaServer method; 200 with exactly the JSON the method
+// resolves to, or the spec's status and `{ "error": { "code", "message" } }`.
+//
+//   const { serve } = require('mediaserver-rs/serve')
+//   const http = await serve({ port: 8080, announcedIp: '203.0.113.7' })
+//   ...
+//   await http.close()
+
+const Fastify = require('fastify')
+
+/** The HTTP status of every error code (the spec's error table). */
+const httpStatus = Object.freeze({
+  INVALID_ARGUMENT: 400,
+  INVALID_SDP: 400,
+  ROOM_NOT_FOUND: 404,
+  USER_NOT_FOUND: 404,
+  ROOM_EXISTS: 409,
+  USER_EXISTS: 409,
+  NOT_PRODUCING: 409,
+  NO_PENDING_OFFER: 409,
+  RESOURCE_EXHAUSTED: 503,
+  SERVER_CLOSED: 503,
+  INTERNAL: 500
+})
+
+/** Request bodies up to this size reach the addon (which rejects an SDP over 64 KiB itself). */
+const BODY_LIMIT = 1024 * 1024
+
+/** The keys serve() reads itself; every other key is a MediaServer constructor option. */
+const SERVE_KEYS = new Set(['host', 'port', 'media'])
+
+/** An error the HTTP layer answers with itself (not one of the addon's). */
+class HttpError extends Error {
+  constructor (status, code, message) {
+    super(message)
+    this.status = status
+    this.code = code
+  }
+}
+
+/** The status and body for any error: an addon error, a framework error, or ours. */
+function errorReply (err) {
+  if (err instanceof HttpError) return [err.status, err.code, err.message]
+  const code = err && typeof err.code === 'string' ? err.code : undefined
+  const message = err && typeof err.message === 'string' && err.message ? err.message : String(err)
+  if (code && Object.hasOwn(httpStatus, code)) return [httpStatus[code], code, message]
+  // fastify's own errors (FST_ERR_…): a body it could not read, a bad Content-Type
+  const status = err && Number.isInteger(err.statusCode) ? err.statusCode : 500
+  if (status === 413) return [413, 'INVALID_ARGUMENT', `the request body is larger than ${BODY_LIMIT} bytes`]
+  if (status === 415) return [400, 'INVALID_ARGUMENT', 'the Content-Type header cannot be parsed']
+  if (status >= 400 && status < 500) return [400, 'INVALID_ARGUMENT', message]
+  return [500, 'INTERNAL', message]
+}
+
+/**
+ * Every request body is read as JSON, whatever its Content-Type says (a backend that forgot
+ * the header still works); an empty body is no body. Plain `JSON.parse`: a `__proto__` key in
+ * `userInfo` is an own property like any other, passed to the addon and echoed back untouched.
+ */
+function parseBody (request, text, done) {
+  if (text.length === 0) return done(null, undefined)
+  let value
+  try {
+    value = JSON.parse(text)
+  } catch (err) {
+    return done(new HttpError(400, 'INVALID_ARGUMENT', `the request body is not valid JSON (${err.message})`))
+  }
+  done(null, value)
+}
+
+/** Rejects a body that is present but not a JSON object (`null`, arrays, strings, numbers). */
+async function requireObjectBody (request) {
+  const body = request.body
+  if (body === undefined) return
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    const what = body === null ? 'null' : Array.isArray(body) ? 'an array' : `a ${typeof body}`
+    throw new HttpError(400, 'INVALID_ARGUMENT', `the request body must be a JSON object, not ${what}`)
+  }
+}
+
+function isMediaServer (value) {
+  return value != null && ['createRoom', 'addUser', 'produce', 'consume', 'stopProduce', 'removeUser',
+    'deleteRoom', 'stats', 'close'].every((m) => typeof value[m] === 'function')
+}
+
+/** The fastify app with every route of the spec bound to `media`. */
+function buildApp (media) {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: BODY_LIMIT,
+    // ids of any length reach the addon, which has the last word on them
+    routerOptions: { maxParamLength: 16 * 1024 },
+    // answer requests that arrive while closing normally (fastify's own 503 body is not ours)
+    return503OnClosing: false
+  })
+
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'string' }, parseBody)
+  app.addHook('preValidation', requireObjectBody)
+
+  app.setErrorHandler(async (err, request, reply) => {
+    const [status, code, message] = errorReply(err)
+    return reply.code(status).send({ error: { code, message } })
+  })
+  app.setNotFoundHandler(async (request, reply) => {
+    const path = request.url.split('?')[0]
+    return reply.code(404).send({
+      error: { code: 'INVALID_ARGUMENT', message: `no route ${request.method} ${path}` }
+    })
+  })
+
+  const p = (request) => request.params
+  app.post('/rooms', async (request) => media.createRoom(null, request.body))
+  app.post('/rooms/:room_id', async (request) => media.createRoom(p(request).room_id, request.body))
+  app.delete('/rooms/:room_id', async (request) => media.deleteRoom(p(request).room_id))
+  app.post('/rooms/:room_id/users/:user_id', async (request) =>
+    media.addUser(p(request).room_id, p(request).user_id, request.body))
+  app.delete('/rooms/:room_id/users/:user_id', async (request) =>
+    media.removeUser(p(request).room_id, p(request).user_id))
+  app.post('/rooms/:room_id/users/:user_id/produce', async (request) =>
+    media.produce(p(request).room_id, p(request).user_id, request.body))
+  app.delete('/rooms/:room_id/users/:user_id/produce', async (request) =>
+    media.stopProduce(p(request).room_id, p(request).user_id))
+  app.post('/rooms/:room_id/users/:user_id/consume', async (request) =>
+    media.consume(p(request).room_id, p(request).user_id, request.body))
+  // an extension: not in the spec
+  app.get('/stats', async () => media.stats())
+  return app
+}
+
+function hostForUrl (address) {
+  return address.includes(':') ? `[${address}]` : address
+}
+
+/**
+ * Starts the HTTP server. Resolves once it listens, to `{ url, port, host, media, close() }`.
+ *
+ * @param {object} [options]
+ * @param {string} [options.host='127.0.0.1'] the address the HTTP server listens on
+ * @param {number} [options.port=8080] its TCP port; 0 picks a free one (see `port` in the result)
+ * @param {import('./index').MediaServer} [options.media] serve this MediaServer (then `close()`
+ *   leaves it open); otherwise serve() makes one from the remaining options
+ * Every other key (`listenIp`, `announcedIp`, `portRange`, …) is passed untouched to
+ * `new MediaServer(…)`.
+ */
+async function serve (options = {}) {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new TypeError('serve(options): options must be an object')
+  }
+  const { host = '127.0.0.1', port = 8080, media: given } = options
+  if (typeof host !== 'string' || host === '') throw new TypeError('serve(options): host must be a non-empty string')
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RangeError(`serve(options): port must be an integer from 0 to 65535, not ${JSON.stringify(port)}`)
+  }
+  const mediaOptions = {}
+  for (const [key, value] of Object.entries(options)) {
+    if (!SERVE_KEYS.has(key)) mediaOptions[key] = value
+  }
+
+  let media
+  if (given !== undefined) {
+    if (!isMediaServer(given)) throw new TypeError('serve(options): media must be a MediaServer')
+    const extra = Object.keys(mediaOptions)
+    if (extra.length > 0) {
+      throw new TypeError(`serve(options): ${extra.join(', ')} cannot be used with media (it is already configured)`)
+    }
+    media = given
+  } else {
+    const { MediaServer } = require('./index.js')
+    media = new MediaServer(mediaOptions)
+  }
+  const ownsMedia = media !== given
+
+  const app = buildApp(media)
+  try {
+    await app.listen({ host, port })
+  } catch (err) {
+    await app.close().catch(() => {})
+    if (ownsMedia) await media.close().catch(() => {})
+    throw err
+  }
+  const address = app.server.address()
+  const bound = { host: address.address, port: address.port }
+
+  let closing = null
+  return {
+    url: `http://${hostForUrl(bound.host)}:${bound.port}`,
+    port: bound.port,
+    host: bound.host,
+    media,
+    /** Stops the HTTP server (in-flight requests finish), then closes the MediaServer if serve() made it. */
+    close () {
+      if (!closing) {
+        closing = (async () => {
+          await app.close()
+          if (ownsMedia) {
+            try {
+              await media.close()
+            } catch (err) {
+              if (err?.code !== 'SERVER_CLOSED') throw err
+            }
+          }
+        })()
+      }
+      return closing
+    }
+  }
+}
+
+module.exports = { serve, httpStatus }
