@@ -1,0 +1,414 @@
+// The HTTP server (serve.js, bin/mediaserver-rs.js): the spec's routes driven with `fetch`,
+// a full produce/consume cycle with real libwebrtc clients whose own getStats() proves the
+// media, the exact response shapes, and every error code with its HTTP status and body.
+//
+// Ports: HTTP on port 0 (ephemeral), every media port in 47000-47999 on 127.0.0.1:
+// 47000-47499 the main server, 47500-47599 the CLI, 47600-47649 a MediaServer passed in as
+// `media`, 47650-47699 the SERVER_CLOSED server, 47990 the one-port RESOURCE_EXHAUSTED server.
+
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+import {
+  Client, closeEverything, createSource, makeOffer, makeAnswer, assertServerSdp, byId, waitFor,
+  withTimeout, safeJson
+} from './helpers.mjs'
+import { request, assertError, HttpMediaServer } from './http-client.mjs'
+
+const require = createRequire(import.meta.url)
+const { serve } = require('../serve.js')
+const { MediaServer } = require('../index.js')
+const CLI = fileURLToPath(new URL('../bin/mediaserver-rs.js', import.meta.url))
+
+const T = { timeout: 90000 }
+const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+
+const handles = new Set()
+/** serve() on 127.0.0.1, port 0; remembered so that the file's `after` closes it. */
+async function startServe (options) {
+  const handle = await serve({ host: '127.0.0.1', port: 0, ...options })
+  handles.add(handle)
+  return handle
+}
+
+let main // the main server: listenIp 127.0.0.1, media ports 47000-47499
+let source // one synthetic camera+microphone for the whole file
+before(async () => {
+  source = createSource()
+  main = await startServe({ listenIp: '127.0.0.1', portRange: { min: 47000, max: 47499 } })
+})
+
+const call = (method, path, opts) => request(main.url, method, path, opts)
+
+/** A 200 response with a JSON body: returns the body. */
+function ok (res, what) {
+  assert.equal(res.status, 200, `${what}: ${res.status} ${res.text.slice(0, 500)}`)
+  assert.match(res.contentType ?? '', /^application\/json/, `${what}: content-type`)
+  return res.body
+}
+
+/** `value[key]` is a server SDP of `type`; returns `value` without `key`, for deepStrictEqual. */
+function withoutSdp (value, key, type, what) {
+  assertServerSdp(value[key], type, what)
+  const { [key]: _removed, ...rest } = value
+  return rest
+}
+
+/** Poll GET /stats until it deep-equals `expected`. */
+async function waitHttpStats (url, expected) {
+  let last
+  try {
+    await waitFor(async () => {
+      last = ok(await request(url, 'GET', '/stats'), 'GET /stats')
+      try { assert.deepStrictEqual(last, expected); return true } catch { return false }
+    }, { timeout: 10000, message: `GET /stats == ${JSON.stringify(expected)}` })
+  } catch (err) {
+    assert.deepStrictEqual(last, expected, 'GET /stats')
+    throw err
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The full cycle
+
+test('a full cycle over HTTP: rooms, users, produce, consume (media decoded), mute, stop, leave, delete', T, async () => {
+  const api = new HttpMediaServer(main.url)
+  const room = 'http-cycle'
+  const A = new Client(api, room, 'A', { source })
+  const B = new Client(api, room, 'B', { source })
+  const C = new Client(api, room, 'C', { source })
+  try {
+    // POST /rooms: a generated UUID v4, with and without a user
+    const bare = ok(await call('POST', '/rooms'), 'POST /rooms (no body)')
+    assert.match(bare.room_id, UUID_V4)
+    assert.deepStrictEqual(bare, { room_id: bare.room_id, users: [] })
+    const withUser = ok(await call('POST', '/rooms', { body: { userId: 1, userInfo: { contactId: 11 } } }), 'POST /rooms with a user')
+    assert.match(withUser.room_id, UUID_V4)
+    assert.notEqual(withUser.room_id, bare.room_id)
+    assert.deepStrictEqual(withUser, { room_id: withUser.room_id, user_id: '1', users: [], userInfo: { contactId: 11 } })
+
+    // POST /rooms/:room_id with a user; POST /rooms/:room_id/users/:user_id
+    assert.deepStrictEqual(ok(await call('POST', `/rooms/${room}`, { body: { userId: 'A', userInfo: { name: 'Alice' } } }), 'createRoom'),
+      { room_id: room, user_id: 'A', users: [], userInfo: { name: 'Alice' } })
+    assert.deepStrictEqual(ok(await call('POST', `/rooms/${room}/users/B`, { body: { userInfo: { name: 'Bob' } } }), 'addUser B'),
+      { id: 'B', userInfo: { name: 'Bob' }, users: [{ id: 'A', userInfo: { name: 'Alice' } }] })
+
+    // produce: A's libwebrtc offer through POST …/produce
+    const produced = await A.produce({ audio: true, video: true })
+    const rest = withoutSdp(produced, 'answer', 'answer', 'produce answer')
+    assert.equal(rest.outbound.length, 1, safeJson(rest.outbound))
+    assert.deepStrictEqual({ ...rest, outbound: [withoutSdp(rest.outbound[0], 'offer', 'offer', 'offer A->B')] }, {
+      id: 'A',
+      userInfo: { name: 'Alice' },
+      constraints: { audio: true, video: true },
+      outbound: [{ id: 'B', userInfo: { name: 'Bob' }, constraints: { audio: true, video: true } }]
+    })
+
+    // consume, single-answer form; B's own getStats() shows decoded video and received audio
+    await B.consumeOne('A', produced.outbound[0].offer)
+    const sB = await B.waitDecoding('A')
+    assert.equal(sB.video.frameWidth, 320, 'B decodes A\'s 320x240 video')
+    await B.waitAudio('A')
+
+    // a late joiner gets A's offer from addUser and answers it with the answers[] form
+    const addedC = ok(await call('POST', `/rooms/${room}/users/C`, { body: { userInfo: { name: 'Carol' } } }), 'addUser C')
+    const usersC = byId(addedC.users)
+    assert.deepStrictEqual({ ...addedC, users: [withoutSdp(usersC[0], 'offer', 'offer', 'offer A->C'), usersC[1]] }, {
+      id: 'C',
+      userInfo: { name: 'Carol' },
+      users: [
+        { id: 'A', userInfo: { name: 'Alice' }, constraints: { audio: true, video: true } },
+        { id: 'B', userInfo: { name: 'Bob' } }
+      ]
+    })
+    await C.consumeAll(addedC.users)
+    await C.waitDecoding('A')
+    await C.waitAudio('A')
+
+    // GET /stats (an extension): exactly what media.stats() says
+    const expected = { rooms: 3, users: 4, upstreamConnections: 1, downstreamConnections: 2, liveConnections: 3, portsInUse: 3 }
+    await waitHttpStats(main.url, expected)
+    assert.deepStrictEqual(ok(await call('GET', '/stats'), 'GET /stats'), await main.media.stats())
+
+    // constraints alone: no answer, no offers; video keeps flowing
+    const muted = ok(await call('POST', `/rooms/${room}/users/A/produce`, { body: { constraints: { audio: false } } }), 'mute audio')
+    assert.deepStrictEqual({ ...muted, outbound: byId(muted.outbound) }, {
+      id: 'A',
+      userInfo: { name: 'Alice' },
+      constraints: { audio: false, video: true },
+      outbound: [
+        { id: 'B', userInfo: { name: 'Bob' }, constraints: { audio: false, video: true } },
+        { id: 'C', userInfo: { name: 'Carol' }, constraints: { audio: false, video: true } }
+      ]
+    })
+    const s1 = await B.inboundStats('A')
+    await B.waitDecoding('A', { above: s1.video.framesDecoded + 5 })
+
+    // DELETE …/produce (the spec's clients send an empty JSON object)
+    const stopped = ok(await call('DELETE', `/rooms/${room}/users/A/produce`, { body: {} }), 'stopProduce')
+    assert.deepStrictEqual({ ...stopped, outbound: byId(stopped.outbound) }, {
+      id: 'A',
+      userInfo: { name: 'Alice' },
+      constraints: { audio: false, video: false },
+      outbound: [{ id: 'B', userInfo: { name: 'Bob' } }, { id: 'C', userInfo: { name: 'Carol' } }]
+    })
+    A.close()
+    B.close()
+    C.close()
+    await waitHttpStats(main.url, { rooms: 3, users: 4, upstreamConnections: 0, downstreamConnections: 0, liveConnections: 0, portsInUse: 0 })
+
+    // DELETE /rooms/:room_id/users/:user_id (no body at all)
+    const removed = ok(await call('DELETE', `/rooms/${room}/users/C`), 'removeUser C')
+    assert.deepStrictEqual({ ...removed, outbound: byId(removed.outbound) }, {
+      id: 'C',
+      userInfo: { name: 'Carol' },
+      outbound: [{ id: 'A', userInfo: { name: 'Alice' } }, { id: 'B', userInfo: { name: 'Bob' } }]
+    })
+
+    // DELETE /rooms/:room_id
+    assert.deepStrictEqual(ok(await call('DELETE', `/rooms/${room}`), 'deleteRoom'), { count: 2 })
+    assert.deepStrictEqual(ok(await call('DELETE', `/rooms/${bare.room_id}`), 'deleteRoom (bare)'), { count: 0 })
+    assert.deepStrictEqual(ok(await call('DELETE', `/rooms/${withUser.room_id}`, { body: {} }), 'deleteRoom (with user)'), { count: 1 })
+    await waitHttpStats(main.url, { rooms: 0, users: 0, upstreamConnections: 0, downstreamConnections: 0, liveConnections: 0, portsInUse: 0 })
+  } finally {
+    for (const c of [A, B, C]) c.close()
+  }
+})
+
+test('ids in the path: URL-decoded, any characters the addon allows; userInfo is echoed untouched', T, async () => {
+  const room = 'room €/1 ?#'
+  const path = `/rooms/${encodeURIComponent(room)}`
+  const userInfo = { nested: [1, 'two', null, { deep: true }], s: 'ü' }
+  const created = ok(await call('POST', path, { raw: '{"userId": 7, "userInfo": "just a string"}' }), 'createRoom')
+  assert.deepStrictEqual(created, { room_id: room, user_id: '7', users: [], userInfo: 'just a string' })
+  const added = ok(await call('POST', `${path}/users/${encodeURIComponent('ü ser')}`, { body: { userInfo } }), 'addUser')
+  assert.equal(added.id, 'ü ser')
+  assert.equal(JSON.stringify(added.userInfo), JSON.stringify(userInfo))
+  // a body with no Content-Type, or a text/plain one, is read as JSON all the same
+  ok(await call('POST', `${path}/users/u3`, { raw: '{"userInfo": 3}', contentType: null }), 'addUser without Content-Type')
+  ok(await call('POST', `${path}/users/u4`, { raw: '{"userInfo": 4}', contentType: 'text/plain;charset=UTF-8' }), 'addUser text/plain')
+  assert.deepStrictEqual(ok(await call('DELETE', path), 'deleteRoom'), { count: 4 })
+})
+
+// ---------------------------------------------------------------------------------------
+// Errors: status codes and the { error: { code, message } } body
+
+test('400 INVALID_ARGUMENT: a body that is not JSON or not an object, bad ids and shapes; nothing created', T, async () => {
+  ok(await call('POST', '/rooms/e400', { body: { userId: 'A' } }), 'createRoom')
+  const before = ok(await call('GET', '/stats'), 'stats')
+  const bad = [
+    ['POST', '/rooms/e400/users/B', { raw: '{"userInfo": ' }, 'truncated JSON'],
+    ['POST', '/rooms/e400/users/B', { raw: 'userInfo=1', contentType: 'application/x-www-form-urlencoded' }, 'a form body'],
+    ['POST', '/rooms/e400/users/B', { raw: 'hello', contentType: 'text/plain' }, 'plain text'],
+    ['POST', '/rooms/e400/users/B', { raw: '{}', contentType: 'this is not a media type' }, 'an unparsable Content-Type'],
+    ['POST', '/rooms/e400/users/B', { body: [] }, 'a JSON array'],
+    ['POST', '/rooms/e400/users/B', { body: 'userInfo' }, 'a JSON string'],
+    ['POST', '/rooms/e400/users/B', { body: 42 }, 'a JSON number'],
+    ['POST', '/rooms/e400/users/B', { body: null }, 'JSON null'],
+    ['POST', '/rooms', { body: [{ userId: 'A' }] }, 'POST /rooms with an array'],
+    ['POST', '/rooms/e400-2', { body: { userId: {} } }, 'userId an object'],
+    ['POST', '/rooms/e400-2', { raw: '{"userId": [1]}' }, 'userId an array'],
+    ['POST', '/rooms/', { body: {} }, 'an empty room id'],
+    ['POST', `/rooms/${'r'.repeat(300)}`, { body: {} }, 'a room id over 256 characters'],
+    ['POST', '/rooms/e400/users/A/produce', { body: {} }, 'produce with neither offer nor constraints'],
+    ['POST', '/rooms/e400/users/A/produce', {}, 'produce with no body'],
+    ['POST', '/rooms/e400/users/A/produce', { body: { constraints: 'off' } }, 'produce with constraints a string'],
+    ['POST', '/rooms/e400/users/A/consume', { body: {} }, 'consume with neither form'],
+    ['POST', '/rooms/e400/users/A/consume', { body: { answers: 'nope' } }, 'consume with answers a string'],
+    ['DELETE', '/rooms/e400/users/A', { body: ['A'] }, 'a DELETE with an array body']
+  ]
+  for (const [method, path, opts, what] of bad) {
+    assertError(await call(method, path, opts), 400, 'INVALID_ARGUMENT', `${method} ${path.slice(0, 40)}: ${what}`)
+  }
+  assert.deepStrictEqual(ok(await call('GET', '/stats'), 'stats'), before, 'the failed calls changed nothing')
+  assert.deepStrictEqual(ok(await call('POST', '/rooms/e400/users/B'), 'addUser B'), { id: 'B', userInfo: {}, users: [{ id: 'A', userInfo: {} }] })
+  assertError(await call('DELETE', '/rooms/e400-2'), 404, 'ROOM_NOT_FOUND', 'e400-2 was not created')
+  assert.deepStrictEqual(ok(await call('DELETE', '/rooms/e400'), 'deleteRoom'), { count: 2 })
+})
+
+test('400 INVALID_SDP (an SDP over 64 KiB reaches the addon); 413 for a body over 1 MiB', T, async () => {
+  ok(await call('POST', '/rooms/esdp', { body: { userId: 'A' } }), 'createRoom')
+  const good = await makeOffer(source)
+  const pad = Array.from({ length: 70 }, (_, i) => `a=x-padding-${i}:${'x'.repeat(1000)}`).join('\r\n')
+  const huge = good.sdp.replace(/\r\nm=/, `\r\n${pad}\r\nm=`)
+  assert.ok(huge.length > 65536 && huge.length < 80000)
+  for (const [offer, what] of [
+    [{ type: 'offer', sdp: 'this is not an SDP at all' }, 'garbage'],
+    [{ type: 'answer', sdp: good.sdp }, 'type answer'],
+    [{ type: 'offer', sdp: huge }, 'over 64 KiB']
+  ]) {
+    assertError(await call('POST', '/rooms/esdp/users/A/produce', { body: { offer } }), 400, 'INVALID_SDP', what)
+  }
+  const tooBig = JSON.stringify({ offer: { type: 'offer', sdp: good.sdp + 'a=x:'.padEnd(1024 * 1024, 'x') } })
+  assertError(await call('POST', '/rooms/esdp/users/A/produce', { raw: tooBig }), 413, 'INVALID_ARGUMENT', 'a body over 1 MiB')
+  assertError(await call('DELETE', '/rooms/esdp/users/A/produce'), 409, 'NOT_PRODUCING', 'A is not producing')
+  assert.deepStrictEqual(ok(await call('DELETE', '/rooms/esdp'), 'deleteRoom'), { count: 1 })
+})
+
+test('404 ROOM_NOT_FOUND, USER_NOT_FOUND, and an unknown route (INVALID_ARGUMENT)', T, async () => {
+  ok(await call('POST', '/rooms/e404', { body: { userId: 'A' } }), 'createRoom')
+  const offer = await makeOffer(source)
+  for (const [method, path, opts] of [
+    ['POST', '/rooms/nowhere/users/A', { body: {} }],
+    ['POST', '/rooms/nowhere/users/A/produce', { body: { offer } }],
+    ['POST', '/rooms/nowhere/users/A/consume', { body: { id: 'B', answer: { type: 'answer', sdp: 'v=0' } } }],
+    ['DELETE', '/rooms/nowhere/users/A/produce', {}],
+    ['DELETE', '/rooms/nowhere/users/A', {}],
+    ['DELETE', '/rooms/nowhere', {}]
+  ]) {
+    assertError(await call(method, path, opts), 404, 'ROOM_NOT_FOUND', `${method} ${path}`)
+  }
+  for (const [method, path, opts] of [
+    ['POST', '/rooms/e404/users/nobody/produce', { body: { offer } }],
+    ['POST', '/rooms/e404/users/nobody/produce', { body: { constraints: { audio: true, video: true } } }],
+    ['DELETE', '/rooms/e404/users/nobody/produce', {}],
+    ['DELETE', '/rooms/e404/users/nobody', {}]
+  ]) {
+    assertError(await call(method, path, opts), 404, 'USER_NOT_FOUND', `${method} ${path}`)
+  }
+  for (const [method, path] of [
+    ['GET', '/'], ['GET', '/rooms'], ['GET', '/rooms/e404'], ['PUT', '/rooms/e404'], ['PATCH', '/rooms/e404/users/A'],
+    ['POST', '/rooms/e404/users/A/unknown'], ['POST', '/rooms/e404/users'], ['POST', '/stats'], ['DELETE', '/rooms']
+  ]) {
+    const message = assertError(await call(method, path), 404, 'INVALID_ARGUMENT', `unknown route ${method} ${path}`)
+    assert.match(message, new RegExp(`${method} ${path.replace(/\//g, '\\/')}`), 'the message names the route')
+  }
+  assert.deepStrictEqual(ok(await call('DELETE', '/rooms/e404'), 'deleteRoom'), { count: 1 })
+})
+
+test('409 ROOM_EXISTS, USER_EXISTS, NOT_PRODUCING, NO_PENDING_OFFER', T, async () => {
+  ok(await call('POST', '/rooms/e409', { body: { userId: 'A', userInfo: { a: 1 } } }), 'createRoom')
+  ok(await call('POST', '/rooms/e409/users/B'), 'addUser B')
+  const before = ok(await call('GET', '/stats'), 'stats')
+  assertError(await call('POST', '/rooms/e409', { body: {} }), 409, 'ROOM_EXISTS', 'the same room id')
+  assertError(await call('POST', '/rooms/e409', { body: { userId: 'Z' } }), 409, 'ROOM_EXISTS', 'the same room id, with a user')
+  assertError(await call('POST', '/rooms/e409/users/A', { body: { userInfo: { again: true } } }), 409, 'USER_EXISTS', 'A again')
+  assertError(await call('POST', '/rooms/e409/users/B'), 409, 'USER_EXISTS', 'B again')
+  assertError(await call('DELETE', '/rooms/e409/users/A/produce'), 409, 'NOT_PRODUCING', 'stopProduce of a user who does not produce')
+  assertError(await call('POST', '/rooms/e409/users/A/produce', { body: { constraints: { audio: false, video: true } } }), 409, 'NOT_PRODUCING', 'constraints alone')
+  const stray = await makeAnswer(source)
+  assertError(await call('POST', '/rooms/e409/users/B/consume', { body: { id: 'A', answer: stray } }), 409, 'NO_PENDING_OFFER', '{id, answer}')
+  assertError(await call('POST', '/rooms/e409/users/B/consume', { body: { answers: [{ id: 'A', answer: stray }] } }), 409, 'NO_PENDING_OFFER', '{answers}')
+  assert.deepStrictEqual(ok(await call('GET', '/stats'), 'stats'), before, 'the failed calls changed nothing')
+  assert.deepStrictEqual(ok(await call('POST', '/rooms/e409/users/C'), 'addUser C'),
+    { id: 'C', userInfo: {}, users: byId([{ id: 'A', userInfo: { a: 1 } }, { id: 'B', userInfo: {} }]) })
+  assert.deepStrictEqual(ok(await call('DELETE', '/rooms/e409'), 'deleteRoom'), { count: 3 })
+})
+
+test('503 RESOURCE_EXHAUSTED: a server with one media port, produce needing two', T, async () => {
+  const one = await startServe({ listenIp: '127.0.0.1', portRange: { min: 47990, max: 47990 } })
+  try {
+    const at = (method, path, opts) => request(one.url, method, path, opts)
+    ok(await at('POST', '/rooms/r', { body: { userId: 'A' } }), 'createRoom')
+    ok(await at('POST', '/rooms/r/users/B'), 'addUser B')
+    const offer = await makeOffer(source)
+    // upstream A + downstream A->B: two ports needed, one available
+    assertError(await at('POST', '/rooms/r/users/A/produce', { body: { offer } }), 503, 'RESOURCE_EXHAUSTED', 'produce')
+    await waitHttpStats(one.url, { rooms: 1, users: 2, upstreamConnections: 0, downstreamConnections: 0, liveConnections: 0, portsInUse: 0 })
+  } finally {
+    await one.close()
+    handles.delete(one)
+  }
+})
+
+test('503 SERVER_CLOSED: the MediaServer closed while the HTTP server is still up', T, async () => {
+  const srv = await startServe({ listenIp: '127.0.0.1', portRange: { min: 47650, max: 47699 } })
+  try {
+    const at = (method, path, opts) => request(srv.url, method, path, opts)
+    ok(await at('POST', '/rooms/r', { body: { userId: 'A' } }), 'createRoom')
+    await srv.media.close()
+    for (const [method, path, opts] of [
+      ['POST', '/rooms', {}], ['POST', '/rooms/r2', { body: {} }], ['POST', '/rooms/r/users/B', {}],
+      ['POST', '/rooms/r/users/A/produce', { body: { constraints: { audio: true, video: true } } }],
+      ['DELETE', '/rooms/r/users/A', {}], ['DELETE', '/rooms/r', {}], ['GET', '/stats', {}]
+    ]) {
+      assertError(await at(method, path, opts), 503, 'SERVER_CLOSED', `${method} ${path}`)
+    }
+    // the HTTP layer's own answers do not depend on the MediaServer
+    assertError(await at('POST', '/rooms/r/users/B', { raw: 'nope' }), 400, 'INVALID_ARGUMENT', 'non-JSON body')
+    assertError(await at('GET', '/nowhere'), 404, 'INVALID_ARGUMENT', 'unknown route')
+  } finally {
+    await srv.close() // the MediaServer is already closed: close() still resolves
+    handles.delete(srv)
+  }
+})
+
+test('500 INTERNAL: an error without a spec code; serve({ media }) uses the given server and leaves it open', T, async () => {
+  const failing = Object.fromEntries(['createRoom', 'addUser', 'produce', 'consume', 'stopProduce', 'removeUser', 'deleteRoom', 'stats', 'close']
+    .map((m) => [m, async () => { throw new Error(`${m} broke`) }]))
+  failing.deleteRoom = async () => { throw Object.assign(new Error('internal error: the call panicked'), { code: 'INTERNAL' }) }
+  const broken = await startServe({ media: failing })
+  try {
+    const message = assertError(await request(broken.url, 'POST', '/rooms/r'), 500, 'INTERNAL', 'an Error without code')
+    assert.equal(message, 'createRoom broke')
+    assertError(await request(broken.url, 'DELETE', '/rooms/r'), 500, 'INTERNAL', 'an INTERNAL Error')
+  } finally {
+    await broken.close()
+    handles.delete(broken)
+  }
+
+  const media = new MediaServer({ listenIp: '127.0.0.1', portRange: { min: 47600, max: 47649 } })
+  try {
+    const srv = await startServe({ media })
+    assert.equal(srv.media, media)
+    assert.deepStrictEqual(ok(await request(srv.url, 'POST', '/rooms/kept'), 'createRoom'), { room_id: 'kept', users: [] })
+    await srv.close()
+    handles.delete(srv)
+    await assert.rejects(fetch(`${srv.url}/stats`), 'the HTTP server is closed')
+    assert.equal((await media.stats()).rooms, 1, 'the MediaServer passed in stays open')
+  } finally {
+    await media.close()
+  }
+})
+
+test('serve() options: validation, a listen error, the MediaServer constructor error', T, async () => {
+  const media = new MediaServer({ listenIp: '127.0.0.1' })
+  try {
+    await assert.rejects(serve({ port: 0, media, listenIp: '127.0.0.1' }), TypeError)
+    await assert.rejects(serve({ port: 0, media: {} }), TypeError)
+  } finally {
+    await media.close()
+  }
+  await assert.rejects(serve({ port: 65536 }), RangeError)
+  await assert.rejects(serve({ port: '0' }), RangeError)
+  await assert.rejects(serve({ host: '', port: 0 }), TypeError)
+  await assert.rejects(serve({ host: '127.0.0.1', port: 0, listenIp: 'not an ip' }), (err) => err.code === 'INVALID_ARGUMENT')
+  await assert.rejects(serve({ host: '127.0.0.1', port: main.port, listenIp: '127.0.0.1' }), (err) => err.code === 'EADDRINUSE')
+  assert.equal(ok(await call('GET', '/stats'), 'the main server still answers').upstreamConnections, 0)
+})
+
+// ---------------------------------------------------------------------------------------
+// The command
+
+test('the CLI: `mediaserver-rs serve` prints its URL, answers, and exits 0 on SIGTERM', T, async () => {
+  const child = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--listen-ip', '127.0.0.1',
+    '--port-min', '47500', '--port-max', '47599'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  child.stdout.on('data', (d) => { output += d })
+  child.stderr.on('data', (d) => { output += d })
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
+  try {
+    const url = await waitFor(() => /^mediaserver-rs listening on (http:\/\/127\.0\.0\.1:\d+)$/m.exec(output)?.[1],
+      { timeout: 15000, message: 'the CLI prints its URL' })
+    assert.deepStrictEqual(ok(await request(url, 'POST', '/rooms/cli', { body: { userId: 1, userInfo: { via: 'cli' } } }), 'createRoom'),
+      { room_id: 'cli', user_id: '1', users: [], userInfo: { via: 'cli' } })
+    assertError(await request(url, 'POST', '/rooms/cli'), 409, 'ROOM_EXISTS', 'the same room again')
+    child.kill('SIGTERM')
+    const { code, signal } = await withTimeout(exited, 15000, 'the CLI exiting after SIGTERM')
+    assert.equal(signal, null, output)
+    assert.equal(code, 0, output)
+    assert.equal(output.trim().split('\n').length, 1, `it prints one line: ${output}`)
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  }
+})
+
+after(async () => {
+  for (const h of handles) {
+    try { await withTimeout(h.close(), 10000, 'serve().close()') } catch (err) { console.error('closing the HTTP server:', err) }
+  }
+})
+after(closeEverything)
+after(() => setImmediate(() => process.exit(process.exitCode ?? 0)))
