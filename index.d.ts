@@ -122,6 +122,175 @@ export interface ServerStats {
   liveConnections: number
   /** Ports of `portRange` currently leased (0 without a range). */
   portsInUse: number
+  /** RTP packets written to consumers since the server started. */
+  forwardedPackets: number
+  /** Their bytes (RTP header and payload). */
+  forwardedBytes: number
+  /** The shared UDP port in single-port mode (`udpPort`), else `null`. */
+  udpPort: number | null
+}
+
+/** A listen address: an IP, or an IP and what to announce instead of it (1:1 NAT). */
+export type ListenIp = string | { ip: string; announcedIp?: string }
+
+export interface MediaServerOptions {
+  /** Address every connection binds. Default: every interface (`0.0.0.0`). Exclusive with `listenIps`. */
+  listenIp?: string
+  /** Several addresses to bind; a connection offers a candidate on each. */
+  listenIps?: ListenIp[]
+  /** Written into candidates instead of the bound address (servers behind 1:1 NAT). */
+  announcedIp?: string
+  /** Inclusive port range; one port per connection (UDP, and TCP with `enableTcp`). */
+  portRange?: { min: number; max: number }
+  /** Single-port mode: every connection shares this UDP port (0: one the OS picks; see `stats().udpPort`). Exclusive with `portRange`. */
+  udpPort?: number
+  /** Also offer passive ICE-TCP candidates, for clients whose UDP is blocked. */
+  enableTcp?: boolean
+  /** Past this many rooms, `createRoom` rejects with `RESOURCE_EXHAUSTED`. */
+  maxRooms?: number
+  /** Past this many users in a room, `addUser` rejects with `RESOURCE_EXHAUSTED`. */
+  maxUsersPerRoom?: number
+  /** Upstream plus downstream connections over the whole server; past it, calls that need one reject with `RESOURCE_EXHAUSTED`. */
+  maxConnections?: number
+  /** How long a downstream offer waits for its answer before its connection is closed (`offertimeout` event). Default 30000; `null`: forever. */
+  offerTimeoutMs?: number | null
+  /** Log filter in `RUST_LOG` syntax (e.g. `info`, `warn,mediaserver_rs=debug`). Default: `MEDIASERVER_LOG`, else `warn`. Process-wide. */
+  logLevel?: string
+  /** Receives each log record instead of stderr. Process-wide. */
+  onLog?: (record: LogRecord) => void
+}
+
+export interface LogRecord {
+  level: 'error' | 'warn' | 'info' | 'debug' | 'trace'
+  /** The module that logged, e.g. `mediaserver_rs::sfu::room`. */
+  target: string
+  message: string
+  /** The record's fields: `room`, `user`, `producer`, ... */
+  fields: { [key: string]: JsonValue }
+  /** Milliseconds since the Unix epoch. */
+  time: number
+}
+
+/** Which way a connection carries media, seen from the server. */
+export type ConnectionDirection = 'upstream' | 'downstream'
+
+export type ConnectionState = 'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed'
+
+/** A connection changed state. A vanished client is `disconnected` within about 5 s and `failed` within about 20 s. */
+export interface ConnectionStateChangeEvent {
+  type: 'connectionstatechange'
+  roomId: string
+  /** The user at the other end: the producer of an upstream, the consumer of a downstream. */
+  userId: string
+  /** Whose media the connection carries. */
+  producerId: string
+  direction: ConnectionDirection
+  state: ConnectionState
+}
+
+/** What a producer forwards changed: it started producing, muted or unmuted a kind, or stopped producing (both false). */
+export interface ConstraintsChangeEvent {
+  type: 'constraintschange'
+  roomId: string
+  /** The producer. */
+  userId: string
+  constraints: Constraints
+}
+
+export interface RoomClosedEvent {
+  type: 'roomclosed'
+  roomId: string
+  /** `deleted`: `deleteRoom`; `empty`: its last user was removed; `serverClosed`: `close()`. */
+  reason: 'deleted' | 'empty' | 'serverClosed'
+}
+
+/** A downstream offer was not answered within `offerTimeoutMs`: its connection is closed. The producer's next `produce` offers the consumer a new one. */
+export interface OfferTimeoutEvent {
+  type: 'offertimeout'
+  roomId: string
+  /** The consumer that did not answer. */
+  userId: string
+  producerId: string
+  timeoutMs: number
+}
+
+export type MediaServerEvent = ConnectionStateChangeEvent | ConstraintsChangeEvent | RoomClosedEvent | OfferTimeoutEvent
+export type MediaServerEventName = MediaServerEvent['type']
+
+export interface CandidateStats {
+  address: string
+  port: number
+  protocol: string
+  candidateType: string
+}
+
+export interface TransportStats {
+  packetsSent: number
+  packetsReceived: number
+  bytesSent: number
+  bytesReceived: number
+  /** Bits per second, averaged since the previous read of this connection at least 1 s old (the first read: since it was made). */
+  bitrateSent: number
+  bitrateReceived: number
+  selectedCandidatePair: {
+    local: CandidateStats
+    /** `null` when unknown: webrtc-rs 0.21.1 keeps stats only of remote candidates trickled one by one, and this server's clients send complete SDPs. */
+    remote: CandidateStats | null
+    /** Seconds. */
+    roundTripTime: number | null
+    availableOutgoingBitrate: number | null
+  } | null
+}
+
+/** A stream the server receives from a producer (on an upstream). */
+export interface InboundTrackStats {
+  kind: 'audio' | 'video'
+  /** Mime type, e.g. `video/VP8`. */
+  codec: string | null
+  ssrc: number
+  packetsReceived: number
+  bytesReceived: number
+  packetsLost: number
+  /** Seconds. */
+  jitter: number
+  /** Requests the server sent to the producer. */
+  nackCount: number
+  pliCount: number
+  firCount: number
+}
+
+/** A stream the server sends to a consumer (on a downstream). */
+export interface OutboundTrackStats {
+  kind: 'audio' | 'video'
+  codec: string | null
+  ssrc: number
+  packetsSent: number
+  bytesSent: number
+  retransmittedPacketsSent: number
+  /** Requests the consumer sent to the server. */
+  nackCount: number
+  pliCount: number
+  firCount: number
+  /** From the consumer's receiver reports; `null` before the first. */
+  packetsLost: number | null
+  fractionLost: number | null
+  jitter: number | null
+  roundTripTime: number | null
+}
+
+export interface ConnectionStats {
+  direction: ConnectionDirection
+  /** The user at the other end: the producer of an upstream, the consumer of a downstream. */
+  userId: string
+  producerId: string
+  state: ConnectionState
+  transport: TransportStats
+  tracks: Array<InboundTrackStats | OutboundTrackStats>
+}
+
+export interface RoomStats {
+  roomId: string
+  connections: ConnectionStats[]
 }
 
 /** The `code` of every `Error` a `MediaServer` method rejects with. */
@@ -156,7 +325,14 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  * endpoint of the media-server API and resolves to the same JSON the HTTP server returns.
  */
 export declare class MediaServer {
-  constructor(options?: MediaServerOptions | undefined | null)
+  constructor(options?: MediaServerOptions)
+  /**
+   * Calls `listener` with each event of that name: `connectionstatechange`,
+   * `constraintschange`, `roomclosed`, `offertimeout`. Listeners never keep the process alive.
+   */
+  on<K extends MediaServerEventName>(event: K, listener: (event: Extract<MediaServerEvent, { type: K }>) => void): this
+  /** Removes a listener added with `on()` (every registration of it for that event). */
+  off<K extends MediaServerEventName>(event: K, listener: (event: Extract<MediaServerEvent, { type: K }>) => void): this
   /** `POST /rooms/:room_id` (or `POST /rooms` without an id: a UUID v4 is generated). */
   createRoom(roomId?: string | number | null, body?: CreateRoomBody): Promise<CreateRoomResponse>
   /** `POST /rooms/:room_id/users/:user_id`. */
@@ -171,22 +347,13 @@ export declare class MediaServer {
   removeUser(roomId: string | number, userId: string | number): Promise<RemoveUserResponse>
   /** `DELETE /rooms/:room_id`. */
   deleteRoom(roomId: string | number): Promise<DeleteRoomResponse>
-  /** Counts of rooms, users and connections held by this server. */
+  /**
+   * Per-connection statistics of a room, or only of the connections whose other end is
+   * `userId` (its upstream and the downstreams it consumes).
+   */
+  getStats(roomId: string | number, userId?: string | number): Promise<RoomStats>
+  /** Counts of rooms, users and connections held by this server, and what it forwarded. */
   stats(): Promise<ServerStats>
   /** Closes every connection and frees every port. Later calls reject with `SERVER_CLOSED`. */
   close(): Promise<void>
-}
-
-export interface MediaServerOptions {
-  /** Address every connection binds. Default: every interface (`0.0.0.0`). */
-  listenIp?: string
-  /** Address written into ICE candidates instead of the bound one (servers behind 1:1 NAT). */
-  announcedIp?: string
-  /** Inclusive UDP port range for connections; one port per connection. */
-  portRange?: PortRange
-}
-
-export interface PortRange {
-  min: number
-  max: number
 }

@@ -2,33 +2,76 @@
 //! Everything else lives in [`crate::sfu`].
 
 use std::future::Future;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::{Function, Object, PromiseRaw, ToNapiValue, Unknown};
-use napi::bindgen_prelude::JsObjectValue;
-use napi::{Env, ValueType};
+use napi::bindgen_prelude::{Function, FunctionRef, JsObjectValue, Object, PromiseRaw, This, ToNapiValue, Unknown};
+use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status, ValueType};
 use napi_derive::napi;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::logging::{self, LogRecord, LogSink};
+use crate::sfu::api::parse_server_options;
 use crate::sfu::error::{SfuError, SfuResult};
-use crate::sfu::{MediaServerCore, ServerOptions};
+use crate::sfu::events::{EventSink, ServerEvent};
+use crate::sfu::MediaServerCore;
 
-#[napi(object)]
-pub struct PortRange {
-    pub min: u32,
-    pub max: u32,
+/// A JS function called from runtime threads with one value, given as its JSON text. Weak: it
+/// never keeps the Node process alive.
+type JsCallback = ThreadsafeFunction<String, (), Unknown<'static>, Status, false, true>;
+
+fn js_callback(listener: &Function<'_, Unknown<'static>, ()>) -> napi::Result<JsCallback> {
+    listener
+        .build_threadsafe_function::<String>()
+        .weak::<true>()
+        .build_callback(|ctx: ThreadsafeCallContext<String>| parse_json(&ctx.env, &ctx.value))
 }
 
-#[napi(object)]
-pub struct MediaServerOptions {
-    /// Address every connection binds. Default: every interface (`0.0.0.0`).
-    pub listen_ip: Option<String>,
-    /// Address written into ICE candidates instead of the bound one (servers behind 1:1 NAT).
-    pub announced_ip: Option<String>,
-    /// Inclusive UDP port range for connections; one port per connection.
-    pub port_range: Option<PortRange>,
+/// `JSON.parse` of `text`: objects with own properties only (a `__proto__` key included),
+/// which a property-by-property conversion cannot give.
+fn parse_json<'env>(env: &Env, text: &str) -> napi::Result<Unknown<'env>> {
+    let json: Object = env.get_global()?.get_named_property("JSON")?;
+    let parse: Function<String, Unknown<'env>> = json.get_named_property("parse")?;
+    parse.call(text.to_owned())
+}
+
+/// The event names `on()` takes.
+const EVENTS: [&str; 4] = ["connectionstatechange", "constraintschange", "roomclosed", "offertimeout"];
+
+/// Event listeners, shared between the JS thread (which adds and removes them) and the
+/// runtime threads that emit. The lock is held only to copy or edit the list.
+#[derive(Default)]
+struct Listeners(Mutex<Vec<Listener>>);
+
+struct Listener {
+    event: &'static str,
+    callback: Arc<JsCallback>,
+    /// The function itself, to find it again in `off()`.
+    function: FunctionRef<Unknown<'static>, ()>,
+}
+
+impl Listeners {
+    fn sink(self: &Arc<Self>) -> EventSink {
+        let listeners = self.clone();
+        Arc::new(move |event: ServerEvent| {
+            let callbacks: Vec<Arc<JsCallback>> = listeners
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|l| l.event == event.name())
+                .map(|l| l.callback.clone())
+                .collect();
+            if callbacks.is_empty() {
+                return;
+            }
+            let Ok(json) = serde_json::to_string(&event) else { return };
+            for callback in callbacks {
+                callback.call(json.clone(), ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        })
+    }
 }
 
 /// A WebRTC SFU: rooms of users whose audio and video it forwards. Every method mirrors one
@@ -36,30 +79,7 @@ pub struct MediaServerOptions {
 #[napi]
 pub struct MediaServer {
     core: Arc<MediaServerCore>,
-}
-
-fn parse_ip(what: &str, value: Option<String>) -> SfuResult<Option<IpAddr>> {
-    value
-        .map(|ip| ip.parse().map_err(|_| SfuError::InvalidArgument(format!("{what} '{ip}' is not an IP address"))))
-        .transpose()
-}
-
-fn parse_options(options: Option<MediaServerOptions>) -> SfuResult<ServerOptions> {
-    let Some(options) = options else { return Ok(ServerOptions::default()) };
-    let port_range = match options.port_range {
-        None => None,
-        Some(PortRange { min, max }) => {
-            let port = |p: u32| {
-                u16::try_from(p).map_err(|_| SfuError::InvalidArgument(format!("port {p} is out of range")))
-            };
-            Some((port(min)?, port(max)?))
-        }
-    };
-    Ok(ServerOptions {
-        listen_ip: parse_ip("listenIp", options.listen_ip)?,
-        announced_ip: parse_ip("announcedIp", options.announced_ip)?,
-        port_range,
-    })
+    listeners: Arc<Listeners>,
 }
 
 /// A JS `Error` whose `code` is the spec's code.
@@ -73,7 +93,7 @@ fn js_error(env: &Env, err: SfuError) -> napi::Error {
 
 /// Runs a core call on the runtime and settles a promise with its JSON result. The call runs
 /// in its own task so that a panic in it becomes an `INTERNAL` rejection.
-fn settle<'env, T, F>(env: &'env Env, call: F) -> napi::Result<PromiseRaw<'env, Value>>
+fn settle<'env, T, F>(env: &'env Env, call: F) -> napi::Result<PromiseRaw<'env, Unknown<'env>>>
 where
     T: Serialize + Send + 'static,
     F: Future<Output = SfuResult<T>> + Send + 'static,
@@ -84,9 +104,12 @@ where
             Err(join) if join.is_panic() => Err(SfuError::Internal("internal error: the call panicked".into())),
             Err(join) => Err(SfuError::internal("the call was cancelled", join)),
         };
-        Ok(result.and_then(|value| serde_json::to_value(value).map_err(|e| SfuError::internal("serializing", e))))
+        Ok(result.and_then(|value| serde_json::to_string(&value).map_err(|e| SfuError::internal("serializing", e))))
     };
-    env.spawn_future_with_callback(task, |env, result: SfuResult<Value>| result.map_err(|e| js_error(env, e)))
+    env.spawn_future_with_callback(task, |env, result: SfuResult<String>| match result {
+        Ok(json) => parse_json(env, &json),
+        Err(e) => Err(js_error(env, e)),
+    })
 }
 
 fn throw(env: &Env, err: SfuError) -> napi::Error {
@@ -130,10 +153,83 @@ fn required(value: Option<Value>) -> Value {
 
 #[napi]
 impl MediaServer {
-    #[napi(constructor)]
-    pub fn new(env: Env, options: Option<MediaServerOptions>) -> napi::Result<Self> {
-        let core = parse_options(options).and_then(MediaServerCore::new).map_err(|e| throw(&env, e))?;
-        Ok(Self { core: Arc::new(core) })
+    #[napi(constructor, ts_args_type = "options?: MediaServerOptions")]
+    pub fn new(env: Env, options: Option<Unknown<'_>>) -> napi::Result<Self> {
+        let on_log = match &options {
+            Some(o) if o.get_type()? == ValueType::Object => {
+                let object: Object = unsafe { o.cast()? };
+                match object.get_named_property::<Unknown>("onLog")? {
+                    v if matches!(v.get_type()?, ValueType::Undefined | ValueType::Null) => None,
+                    v if v.get_type()? == ValueType::Function => {
+                        let function: Function<Unknown<'static>, ()> = unsafe { v.cast()? };
+                        Some(js_callback(&function)?)
+                    }
+                    _ => return Err(throw(&env, SfuError::InvalidArgument("onLog must be a function".into()))),
+                }
+            }
+            _ => None,
+        };
+        let json = json_of(&env, options).map_err(|e| throw(&env, e))?;
+        let level = match json.as_ref().and_then(|o| o.get("logLevel")) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(level)) => Some(level.clone()),
+            Some(other) => {
+                return Err(throw(&env, SfuError::InvalidArgument(format!("logLevel must be a string, got {other}"))))
+            }
+        };
+        let sink: Option<LogSink> = on_log.map(|callback| {
+            Arc::new(move |record: LogRecord| {
+                if let Ok(json) = serde_json::to_string(&record) {
+                    callback.call(json, ThreadsafeFunctionCallMode::NonBlocking);
+                }
+            }) as LogSink
+        });
+        let listeners = Arc::new(Listeners::default());
+        let events = listeners.sink();
+        let core = parse_server_options(json.as_ref(), &["logLevel", "onLog"])
+            .and_then(|options| {
+                logging::configure(level.as_deref(), sink)?;
+                // Single-port mode binds and spawns its socket task here.
+                napi::bindgen_prelude::within_runtime_if_available(|| MediaServerCore::new(options, events))
+            })
+            .map_err(|e| throw(&env, e))?;
+        Ok(Self { core: Arc::new(core), listeners })
+    }
+
+    /// Calls `listener` with each event of that name: `connectionstatechange`,
+    /// `constraintschange`, `roomclosed`, `offertimeout`. Listeners never keep the process alive.
+    #[napi(
+        ts_generic_types = "K extends MediaServerEventName",
+        ts_args_type = "event: K, listener: (event: Extract<MediaServerEvent, { type: K }>) => void",
+        ts_return_type = "this"
+    )]
+    pub fn on<'a>(&self, env: Env, this: This<'a>, event: String, listener: Function<'_, Unknown<'static>, ()>) -> napi::Result<Object<'a>> {
+        let Some(name) = EVENTS.iter().find(|e| **e == event) else {
+            return Err(throw(&env, SfuError::InvalidArgument(format!("unknown event '{event}' (events: {})", EVENTS.join(", ")))));
+        };
+        let callback = Arc::new(js_callback(&listener)?);
+        let function = listener.create_ref()?;
+        self.listeners.0.lock().unwrap_or_else(|e| e.into_inner()).push(Listener { event: name, callback, function });
+        Ok(this.object)
+    }
+
+    /// Removes a listener added with `on()` (every registration of it for that event).
+    #[napi(
+        ts_generic_types = "K extends MediaServerEventName",
+        ts_args_type = "event: K, listener: (event: Extract<MediaServerEvent, { type: K }>) => void",
+        ts_return_type = "this"
+    )]
+    pub fn off<'a>(&self, env: Env, this: This<'a>, event: String, listener: Function<'_, Unknown<'static>, ()>) -> napi::Result<Object<'a>> {
+        let mut listeners = self.listeners.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = Vec::with_capacity(listeners.len());
+        for l in listeners.drain(..) {
+            let same = l.event == event && env.strict_equals(l.function.borrow_back(&env)?, listener)?;
+            if !same {
+                kept.push(l);
+            }
+        }
+        *listeners = kept;
+        Ok(this.object)
     }
 
     /// `POST /rooms/:room_id` (or `POST /rooms` without an id: a UUID v4 is generated).
@@ -146,7 +242,7 @@ impl MediaServer {
         env: &'env Env,
         room_id: Option<Unknown<'_>>,
         body: Option<Unknown<'_>>,
-    ) -> napi::Result<PromiseRaw<'env, Value>> {
+    ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
         let converted = args(env, [room_id, body]);
         settle(env, async move {
@@ -166,7 +262,7 @@ impl MediaServer {
         room_id: Option<Unknown<'_>>,
         user_id: Option<Unknown<'_>>,
         body: Option<Unknown<'_>>,
-    ) -> napi::Result<PromiseRaw<'env, Value>> {
+    ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
         let converted = args(env, [room_id, user_id, body]);
         settle(env, async move {
@@ -186,7 +282,7 @@ impl MediaServer {
         room_id: Option<Unknown<'_>>,
         user_id: Option<Unknown<'_>>,
         body: Option<Unknown<'_>>,
-    ) -> napi::Result<PromiseRaw<'env, Value>> {
+    ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
         let converted = args(env, [room_id, user_id, body]);
         settle(env, async move {
@@ -206,7 +302,7 @@ impl MediaServer {
         room_id: Option<Unknown<'_>>,
         user_id: Option<Unknown<'_>>,
         body: Option<Unknown<'_>>,
-    ) -> napi::Result<PromiseRaw<'env, Value>> {
+    ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
         let converted = args(env, [room_id, user_id, body]);
         settle(env, async move {
@@ -225,7 +321,7 @@ impl MediaServer {
         env: &'env Env,
         room_id: Option<Unknown<'_>>,
         user_id: Option<Unknown<'_>>,
-    ) -> napi::Result<PromiseRaw<'env, Value>> {
+    ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
         let converted = args(env, [room_id, user_id]);
         settle(env, async move {
@@ -244,7 +340,7 @@ impl MediaServer {
         env: &'env Env,
         room_id: Option<Unknown<'_>>,
         user_id: Option<Unknown<'_>>,
-    ) -> napi::Result<PromiseRaw<'env, Value>> {
+    ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
         let converted = args(env, [room_id, user_id]);
         settle(env, async move {
@@ -255,7 +351,7 @@ impl MediaServer {
 
     /// `DELETE /rooms/:room_id`.
     #[napi(ts_args_type = "roomId: string | number", ts_return_type = "Promise<DeleteRoomResponse>")]
-    pub fn delete_room<'env>(&self, env: &'env Env, room_id: Option<Unknown<'_>>) -> napi::Result<PromiseRaw<'env, Value>> {
+    pub fn delete_room<'env>(&self, env: &'env Env, room_id: Option<Unknown<'_>>) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
         let converted = args(env, [room_id]);
         settle(env, async move {
@@ -264,16 +360,33 @@ impl MediaServer {
         })
     }
 
-    /// Counts of rooms, users and connections held by this server.
+    /// Per-connection statistics of a room, or only of the connections whose other end is
+    /// `userId` (its upstream and the downstreams it consumes).
+    #[napi(ts_args_type = "roomId: string | number, userId?: string | number", ts_return_type = "Promise<RoomStats>")]
+    pub fn get_stats<'env>(
+        &self,
+        env: &'env Env,
+        room_id: Option<Unknown<'_>>,
+        user_id: Option<Unknown<'_>>,
+    ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
+        let core = self.core.clone();
+        let converted = args(env, [room_id, user_id]);
+        settle(env, async move {
+            let [room_id, user_id] = converted?;
+            core.get_stats(&required(room_id), user_id.as_ref()).await
+        })
+    }
+
+    /// Counts of rooms, users and connections held by this server, and what it forwarded.
     #[napi(ts_return_type = "Promise<ServerStats>")]
-    pub fn stats<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Value>> {
+    pub fn stats<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
         settle(env, async move { core.stats().await })
     }
 
     /// Closes every connection and frees every port. Later calls reject with `SERVER_CLOSED`.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Value>> {
+    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
         settle(env, async move {
             core.close().await;

@@ -6,4 +6,5 @@
 #![deny(clippy::all)]
 
 mod binding;
+pub mod logging;
 pub mod sfu;

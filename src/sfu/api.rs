@@ -142,7 +142,7 @@ pub fn parse_id(what: &str, value: &Value) -> SfuResult<String> {
     if id.is_empty() {
         return Err(SfuError::InvalidArgument(format!("{what} must not be empty")));
     }
-    if id.len() > 256 {
+    if id.chars().count() > 256 {
         return Err(SfuError::InvalidArgument(format!("{what} is longer than 256 characters")));
     }
     Ok(id)
@@ -256,6 +256,112 @@ pub fn parse_consume(body: &Map<String, Value>) -> SfuResult<Vec<ConsumeAnswer>>
     }
 }
 
+/// The options of `new MediaServer(options)` that the core reads, checked strictly: a wrong
+/// type or an unknown key is an error (a typo would otherwise be silently ignored).
+/// `extra_keys` are keys the caller handles itself (logging).
+pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuResult<super::ServerOptions> {
+    use super::peer::ListenAddr;
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    const KEYS: [&str; 10] = [
+        "listenIp",
+        "announcedIp",
+        "listenIps",
+        "portRange",
+        "udpPort",
+        "enableTcp",
+        "maxRooms",
+        "maxUsersPerRoom",
+        "maxConnections",
+        "offerTimeoutMs",
+    ];
+    let mut options = super::ServerOptions::default();
+    let map = match value {
+        None | Some(Value::Null) => return Ok(options),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(SfuError::InvalidArgument("options must be an object".into())),
+    };
+    if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str()) && !extra_keys.contains(&k.as_str())) {
+        return Err(SfuError::InvalidArgument(format!(
+            "unknown option '{unknown}' (known: {})",
+            KEYS.iter().chain(extra_keys).copied().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let get = |key: &str| map.get(key).filter(|v| !v.is_null());
+    let ip = |what: &str, v: &Value| -> SfuResult<IpAddr> {
+        v.as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| SfuError::InvalidArgument(format!("{what} must be an IP address, got {v}")))
+    };
+    let count = |key: &str| -> SfuResult<Option<u64>> {
+        get(key)
+            .map(|v| v.as_u64().ok_or_else(|| SfuError::InvalidArgument(format!("{key} must be a non-negative integer, got {v}"))))
+            .transpose()
+    };
+    let port = |what: &str, v: &Value| -> SfuResult<u16> {
+        v.as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| SfuError::InvalidArgument(format!("{what} must be a port number (0-65535), got {v}")))
+    };
+
+    let announced = get("announcedIp").map(|v| ip("announcedIp", v)).transpose()?;
+    match (get("listenIp"), get("listenIps")) {
+        (Some(_), Some(_)) => {
+            return Err(SfuError::InvalidArgument("give listenIp or listenIps, not both".into()));
+        }
+        (Some(v), None) => options.listen.push(ListenAddr { ip: ip("listenIp", v)?, announced_ip: announced }),
+        (None, Some(Value::Array(items))) => {
+            if items.is_empty() {
+                return Err(SfuError::InvalidArgument("listenIps must not be empty".into()));
+            }
+            for (i, item) in items.iter().enumerate() {
+                let what = format!("listenIps[{i}]");
+                options.listen.push(match item {
+                    Value::String(_) => ListenAddr { ip: ip(&what, item)?, announced_ip: announced },
+                    Value::Object(o) => ListenAddr {
+                        ip: ip(&format!("{what}.ip"), o.get("ip").unwrap_or(&Value::Null))?,
+                        announced_ip: match o.get("announcedIp").filter(|v| !v.is_null()) {
+                            Some(v) => Some(ip(&format!("{what}.announcedIp"), v)?),
+                            None => announced,
+                        },
+                    },
+                    _ => return Err(SfuError::InvalidArgument(format!("{what} must be an IP or {{ip, announcedIp?}}"))),
+                });
+            }
+        }
+        (None, Some(v)) => return Err(SfuError::InvalidArgument(format!("listenIps must be an array, got {v}"))),
+        (None, None) => {
+            if announced.is_some() {
+                // Every interface, announced as one address.
+                options.listen.push(ListenAddr { ip: IpAddr::from([0, 0, 0, 0]), announced_ip: announced });
+            }
+        }
+    }
+    if let Some(range) = get("portRange") {
+        let r = range
+            .as_object()
+            .ok_or_else(|| SfuError::InvalidArgument(format!("portRange must be {{min, max}}, got {range}")))?;
+        let bound = |k: &str| port(&format!("portRange.{k}"), r.get(k).unwrap_or(&Value::Null));
+        options.port_range = Some((bound("min")?, bound("max")?));
+    }
+    options.udp_port = get("udpPort").map(|v| port("udpPort", v)).transpose()?;
+    if let Some(v) = get("enableTcp") {
+        options.tcp = v.as_bool().ok_or_else(|| SfuError::InvalidArgument(format!("enableTcp must be a boolean, got {v}")))?;
+    }
+    let limit = |key: &str| count(key).map(|n| n.map(|n| n as usize));
+    options.limits = super::Limits {
+        max_rooms: limit("maxRooms")?,
+        max_users_per_room: limit("maxUsersPerRoom")?,
+        max_connections: limit("maxConnections")?,
+    };
+    if map.contains_key("offerTimeoutMs") {
+        // null: offers wait forever.
+        options.offer_timeout = count("offerTimeoutMs")?.map(Duration::from_millis);
+    }
+    Ok(options)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +441,52 @@ mod tests {
             json!({"answers": [{"id": "1", "answer": {"type": "answer", "sdp": "a"}}, {"id": "1", "answer": {"type": "answer", "sdp": "b"}}]}),
         ] {
             assert_eq!(parse_consume(&obj(bad.clone())).unwrap_err().code(), "INVALID_ARGUMENT", "{bad}");
+        }
+    }
+
+    #[test]
+    fn server_options_are_read_strictly() {
+        use crate::sfu::peer::ListenAddr;
+        let o = parse_server_options(None, &[]).unwrap();
+        assert!(o.listen.is_empty() && o.port_range.is_none() && !o.tcp);
+        assert_eq!(o.offer_timeout, Some(crate::sfu::DEFAULT_OFFER_TIMEOUT));
+        let o = parse_server_options(
+            Some(&json!({"listenIp": "127.0.0.1", "announcedIp": "203.0.113.7", "portRange": {"min": 40000, "max": 40099},
+                         "enableTcp": true, "maxRooms": 2, "maxUsersPerRoom": 3, "maxConnections": 4, "offerTimeoutMs": 1500})),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(o.listen, vec![ListenAddr { ip: "127.0.0.1".parse().unwrap(), announced_ip: Some("203.0.113.7".parse().unwrap()) }]);
+        assert_eq!((o.port_range, o.tcp), (Some((40000, 40099)), true));
+        assert_eq!((o.limits.max_rooms, o.limits.max_users_per_room, o.limits.max_connections), (Some(2), Some(3), Some(4)));
+        assert_eq!(o.offer_timeout, Some(std::time::Duration::from_millis(1500)));
+        let o = parse_server_options(
+            Some(&json!({"listenIps": ["127.0.0.1", {"ip": "127.0.0.2", "announcedIp": "198.51.100.1"}], "udpPort": 0, "offerTimeoutMs": null})),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(o.listen.len(), 2);
+        assert_eq!(o.listen[1].announced_ip, Some("198.51.100.1".parse().unwrap()));
+        assert_eq!((o.udp_port, o.offer_timeout), (Some(0), None));
+        let o = parse_server_options(Some(&json!({"announcedIp": "203.0.113.7"})), &[]).unwrap();
+        assert_eq!(o.listen[0].ip.to_string(), "0.0.0.0", "announcedIp alone: every interface, announced");
+        assert!(parse_server_options(Some(&json!({"logLevel": "debug"})), &["logLevel"]).is_ok());
+        for bad in [
+            json!("x"),
+            json!({"listenIp": "localhost"}),
+            json!({"listenIp": "127.0.0.1", "listenIps": ["127.0.0.1"]}),
+            json!({"listenIps": []}),
+            json!({"listenIps": [5]}),
+            json!({"portRange": {"min": 1}}),
+            json!({"portRange": {"min": 1, "max": 70000}}),
+            json!({"udpPort": -1}),
+            json!({"enableTcp": "yes"}),
+            json!({"maxRooms": 1.5}),
+            json!({"offerTimeoutMs": "30s"}),
+            json!({"listenip": "127.0.0.1"}),
+            json!({"logLevel": "debug"}),
+        ] {
+            assert_eq!(parse_server_options(Some(&bad), &[]).unwrap_err().code(), "INVALID_ARGUMENT", "{bad}");
         }
     }
 

@@ -3,6 +3,7 @@
 //! sequence rewriting, mute state and keyframe throttling. The room talks to it only by
 //! message, so a packet takes no lock of ours and allocates nothing of ours.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +17,21 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::sdp::Kind;
+use super::stats::ForwardTotals;
 
 /// Keyframe requests to one producer are at most this frequent; extra ones are coalesced
 /// into one sent when the interval ends.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+/// Forwarded counts go to the server's totals at most this often (and when the task ends),
+/// so the shared counters are not touched per packet.
+const TOTALS_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// One consumer's view of the stream.
 pub struct Subscriber {
     pub consumer: Arc<str>,
+    /// Set while the consumer's connection is up: writing before DTLS is done only makes
+    /// webrtc-rs drop the packet (and log it).
+    pub connected: Arc<AtomicBool>,
     pub track: Arc<TrackLocalStaticRTP>,
     pub ssrc: u32,
     pub payload_type: u8,
@@ -50,9 +58,9 @@ pub struct ForwarderHandle {
 }
 
 impl ForwarderHandle {
-    pub fn spawn(kind: Kind, producer: Arc<str>) -> Self {
+    pub fn spawn(kind: Kind, producer: Arc<str>, totals: Arc<ForwardTotals>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(Forwarder::new(kind, producer).run(rx));
+        tokio::spawn(Forwarder::new(kind, producer, totals).run(rx));
         Self { tx }
     }
 
@@ -117,10 +125,14 @@ struct Forwarder {
     outputs: Vec<Output>,
     last_keyframe_request: Option<Instant>,
     keyframe_pending: bool,
+    totals: Arc<ForwardTotals>,
+    /// Forwarded since the last flush to `totals`.
+    unflushed: (u64, u64),
+    last_flush: Instant,
 }
 
 impl Forwarder {
-    fn new(kind: Kind, producer: Arc<str>) -> Self {
+    fn new(kind: Kind, producer: Arc<str>, totals: Arc<ForwardTotals>) -> Self {
         Self {
             kind,
             producer,
@@ -132,7 +144,18 @@ impl Forwarder {
             outputs: Vec::new(),
             last_keyframe_request: None,
             keyframe_pending: false,
+            totals,
+            unflushed: (0, 0),
+            last_flush: Instant::now(),
         }
+    }
+
+    fn flush_totals(&mut self, now: Instant) {
+        let (packets, bytes) = std::mem::take(&mut self.unflushed);
+        if packets > 0 {
+            self.totals.add(packets, bytes);
+        }
+        self.last_flush = now;
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Control>) {
@@ -154,6 +177,7 @@ impl Forwarder {
                 },
             }
         }
+        self.flush_totals(Instant::now());
         tracing::debug!(producer = %self.producer, kind = self.kind.as_str(), "forwarder stopped");
     }
 
@@ -232,12 +256,24 @@ impl Forwarder {
         let now = Instant::now();
         let clock_rate = self.clock_rate;
         let last = self.outputs.len() - 1;
+        let size = (12 + 4 * packet.header.csrc.len() + packet.payload.len()) as u64; // RTP header without extensions, and payload
+        let mut written = 0;
         for (i, output) in self.outputs.iter_mut().enumerate() {
+            if !output.sub.connected.load(Ordering::Acquire) {
+                continue;
+            }
             // Header clone is a plain copy once extensions are cleared; the payload is shared.
             let mut out = if i == last { std::mem::take(&mut packet) } else { packet.clone() };
             output.rewrite(&mut out.header, now, clock_rate);
             // Fails only before the consumer's answer binds the track, or after it closed.
-            let _ = output.sub.track.write_rtp(out).await;
+            if output.sub.track.write_rtp(out).await.is_ok() {
+                written += 1;
+            }
+        }
+        self.unflushed.0 += written;
+        self.unflushed.1 += written * size;
+        if now.duration_since(self.last_flush) >= TOTALS_FLUSH_INTERVAL {
+            self.flush_totals(now);
         }
     }
 }
@@ -282,6 +318,7 @@ mod tests {
         let track = MediaStreamTrack::new("s".into(), "t".into(), "l".into(), RtpCodecKind::Video, vec![]);
         Output::new(Subscriber {
             consumer: Arc::from("c"),
+            connected: Arc::new(AtomicBool::new(true)),
             track: Arc::new(TrackLocalStaticRTP::new(track)),
             ssrc: 1234,
             payload_type: 102,

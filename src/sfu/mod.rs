@@ -4,16 +4,20 @@
 
 pub mod api;
 pub mod error;
+pub mod events;
 pub mod forward;
+pub mod mux;
 pub mod peer;
 pub mod ports;
 pub mod room;
 pub mod sdp;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -21,26 +25,70 @@ use tokio::sync::{mpsc, oneshot};
 
 use api::*;
 use error::{SfuError, SfuResult};
-use peer::{ConnectionCounter, NetworkConfig};
+use events::{EventSink, RoomClosedReason};
+use mux::UdpMux;
+use peer::{ConnectionBudget, ConnectionCounter, ListenAddr, NetworkConfig, PeerContext};
 use ports::PortPool;
 use room::{Command, Room, RoomStats};
+use stats::{ConnectionStats, ForwardTotals};
 
-/// What `new MediaServer(options)` configures.
-#[derive(Debug, Clone, Default)]
-pub struct ServerOptions {
-    /// The address connections bind; `None` is every interface (0.0.0.0).
-    pub listen_ip: Option<IpAddr>,
-    /// Written into candidates instead of the bound address (1:1 NAT).
-    pub announced_ip: Option<IpAddr>,
-    /// Inclusive UDP port range; `None` lets the OS pick ephemeral ports.
-    pub port_range: Option<(u16, u16)>,
+/// How long a downstream offer waits for its answer by default.
+pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Limits past which calls fail with `RESOURCE_EXHAUSTED`; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_rooms: Option<usize>,
+    pub max_users_per_room: Option<usize>,
+    /// Upstream and downstream connections together, over the whole server.
+    pub max_connections: Option<usize>,
 }
 
-/// State every room shares: network settings, the port pool and the live-connection count.
+/// What `new MediaServer(options)` configures.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The addresses connections bind; empty is every interface (0.0.0.0).
+    pub listen: Vec<ListenAddr>,
+    /// Inclusive port range, one port per connection; `None` lets the OS pick ephemeral ports.
+    pub port_range: Option<(u16, u16)>,
+    /// Single-port mode: every connection shares this UDP port (0: one the OS picks).
+    pub udp_port: Option<u16>,
+    /// Also offer passive ICE-TCP candidates.
+    pub tcp: bool,
+    pub limits: Limits,
+    /// `None`: offers wait for their answers forever.
+    pub offer_timeout: Option<Duration>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            port_range: None,
+            udp_port: None,
+            tcp: false,
+            limits: Limits::default(),
+            offer_timeout: Some(DEFAULT_OFFER_TIMEOUT),
+        }
+    }
+}
+
+/// State every room shares: network settings, ports, limits, counters and the event sink.
 pub struct Shared {
     pub net: NetworkConfig,
     pub ports: Arc<PortPool>,
+    pub budget: ConnectionBudget,
     pub live: Arc<ConnectionCounter>,
+    pub limits: Limits,
+    pub offer_timeout: Option<Duration>,
+    pub events: EventSink,
+    pub forwarded: Arc<ForwardTotals>,
+}
+
+impl Shared {
+    pub fn peer_context(&self) -> PeerContext<'_> {
+        PeerContext { net: &self.net, ports: &self.ports, budget: &self.budget, live: &self.live, sink: &self.events }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -53,6 +101,19 @@ pub struct ServerStats {
     /// Peer connection objects still alive in the process (closed ones are dropped).
     pub live_connections: usize,
     pub ports_in_use: usize,
+    /// RTP packets and bytes (header and payload) written to consumers since the server started.
+    pub forwarded_packets: u64,
+    pub forwarded_bytes: u64,
+    /// The shared UDP port in single-port mode, else `null`.
+    pub udp_port: Option<u16>,
+}
+
+/// `getStats(roomId, userId?)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomConnectionStats {
+    pub room_id: String,
+    pub connections: Vec<ConnectionStats>,
 }
 
 struct RoomHandle {
@@ -70,14 +131,36 @@ pub struct MediaServerCore {
 }
 
 impl MediaServerCore {
-    pub fn new(options: ServerOptions) -> SfuResult<Self> {
-        let listen_ip = options.listen_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let ports = PortPool::new(listen_ip, options.port_range)?;
+    /// Binds the shared port in single-port mode: call it inside the tokio runtime.
+    pub fn new(options: ServerOptions, events: EventSink) -> SfuResult<Self> {
+        let mut listen = options.listen;
+        if listen.is_empty() {
+            listen.push(ListenAddr { ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED), announced_ip: None });
+        }
+        let ips: Vec<IpAddr> = listen.iter().map(|l| l.ip).collect();
+        if ips.iter().enumerate().any(|(i, ip)| ips[..i].contains(ip)) {
+            return Err(SfuError::InvalidArgument("listen addresses must not repeat".into()));
+        }
+        if options.udp_port.is_some() && options.port_range.is_some() {
+            return Err(SfuError::InvalidArgument(
+                "udpPort (every connection on one port) and portRange (a port per connection) exclude each other".into(),
+            ));
+        }
+        if options.offer_timeout == Some(Duration::ZERO) {
+            return Err(SfuError::InvalidArgument("offerTimeoutMs must be positive".into()));
+        }
+        let mux = options.udp_port.map(|port| UdpMux::bind(&ips, port)).transpose()?;
+        let ports = PortPool::new(ips, options.tcp, options.port_range)?;
         Ok(Self {
             shared: Arc::new(Shared {
-                net: NetworkConfig { listen_ip, announced_ip: options.announced_ip },
+                net: NetworkConfig { listen, tcp: options.tcp, mux },
                 ports,
+                budget: ConnectionBudget::new(options.limits.max_connections),
                 live: Arc::new(ConnectionCounter::default()),
+                limits: options.limits,
+                offer_timeout: options.offer_timeout,
+                events,
+                forwarded: Arc::new(ForwardTotals::default()),
             }),
             rooms: Mutex::new(HashMap::new()),
             next_serial: Default::default(),
@@ -142,12 +225,22 @@ impl MediaServerCore {
             if rooms.contains_key(&room_id) {
                 return Err(SfuError::RoomExists(format!("room '{room_id}' already exists")));
             }
+            if let Some(max) = self.shared.limits.max_rooms {
+                if rooms.len() >= max {
+                    return Err(SfuError::ResourceExhausted(format!(
+                        "the server holds {max} rooms, the limit maxRooms"
+                    )));
+                }
+            }
+            if user_id.is_some() && self.shared.limits.max_users_per_room == Some(0) {
+                return Err(SfuError::ResourceExhausted("maxUsersPerRoom is 0".into()));
+            }
             let first_user = user_id.clone().zip(user_info.clone());
             let tx = Room::spawn(&room_id, self.shared.clone(), first_user);
             let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
             rooms.insert(room_id.clone(), RoomHandle { tx, serial });
         }
-        tracing::info!(room = %room_id, user = ?user_id, "room created");
+        tracing::info!(room = %room_id, user = %user_id.as_deref().unwrap_or(""), "room created");
         Ok(CreateRoomResponse { room_id, user_id, users: Vec::new(), user_info })
     }
 
@@ -196,7 +289,8 @@ impl MediaServerCore {
         // Out of the map first: from here on, new calls see no such room.
         let handle = self.rooms().remove(&room_id).ok_or_else(|| SfuError::room_not_found(&room_id))?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        if handle.tx.send(Command::Delete { reply: reply_tx }).await.is_err() {
+        let delete = Command::Delete { reason: RoomClosedReason::Deleted, reply: reply_tx };
+        if handle.tx.send(delete).await.is_err() {
             return Err(SfuError::room_not_found(&room_id));
         }
         reply_rx
@@ -204,9 +298,18 @@ impl MediaServerCore {
             .unwrap_or_else(|_| Err(SfuError::Internal(format!("room '{room_id}' stopped unexpectedly"))))
     }
 
+    /// Per-connection statistics of a room, or of one user's connections in it.
+    pub async fn get_stats(&self, room_id: &Value, user_id: Option<&Value>) -> SfuResult<RoomConnectionStats> {
+        let room_id = parse_id("roomId", room_id)?;
+        let user_id = parse_optional_id("userId", user_id)?;
+        let connections = self.ask(&room_id, |reply| Command::ConnectionStats { user_id, reply }).await?;
+        Ok(RoomConnectionStats { room_id, connections })
+    }
+
     pub async fn stats(&self) -> SfuResult<ServerStats> {
         self.check_open()?;
         let handles: Vec<_> = self.rooms().values().map(|h| h.tx.clone()).collect();
+        let (forwarded_packets, forwarded_bytes) = self.shared.forwarded.read();
         let mut stats = ServerStats {
             rooms: handles.len(),
             users: 0,
@@ -214,6 +317,9 @@ impl MediaServerCore {
             downstream_connections: 0,
             live_connections: 0,
             ports_in_use: self.shared.ports.in_use(),
+            forwarded_packets,
+            forwarded_bytes,
+            udp_port: self.shared.net.mux.as_ref().map(|m| m.port()),
         };
         for tx in handles {
             let (reply_tx, reply_rx) = oneshot::channel();
@@ -238,7 +344,8 @@ impl MediaServerCore {
         let rooms: Vec<_> = self.rooms().drain().collect();
         for (room_id, handle) in rooms {
             let (reply_tx, reply_rx) = oneshot::channel();
-            if handle.tx.send(Command::Delete { reply: reply_tx }).await.is_ok() {
+            let delete = Command::Delete { reason: RoomClosedReason::ServerClosed, reply: reply_tx };
+            if handle.tx.send(delete).await.is_ok() {
                 if let Ok(Err(e)) = reply_rx.await {
                     tracing::warn!(room = %room_id, error = %e, "closing a room failed");
                 }
@@ -254,11 +361,12 @@ mod tests {
     use serde_json::json;
 
     fn server() -> MediaServerCore {
-        MediaServerCore::new(ServerOptions {
-            listen_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            ..Default::default()
-        })
-        .unwrap()
+        server_with(ServerOptions::default(), events::discard())
+    }
+
+    fn server_with(options: ServerOptions, events: EventSink) -> MediaServerCore {
+        let listen = vec![ListenAddr { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), announced_ip: None }];
+        MediaServerCore::new(ServerOptions { listen, ..options }, events).unwrap()
     }
 
     fn code<T: std::fmt::Debug>(r: SfuResult<T>) -> &'static str {
@@ -289,6 +397,57 @@ mod tests {
         s.remove_user(&json!("7"), &json!("2")).await.unwrap();
         assert_eq!(code(s.add_user(&json!("7"), &json!("3"), None).await), "ROOM_NOT_FOUND", "the last user out deleted the room");
         assert_eq!(s.stats().await.unwrap().rooms, 0);
+    }
+
+    #[tokio::test]
+    async fn limits_refuse_past_the_limit_and_change_nothing() {
+        let limits = Limits { max_rooms: Some(1), max_users_per_room: Some(2), max_connections: Some(0) };
+        let s = server_with(ServerOptions { limits, ..Default::default() }, events::discard());
+        s.create_room(Some(&json!("a")), Some(&json!({"userId": "1"}))).await.unwrap();
+        assert_eq!(code(s.create_room(Some(&json!("b")), None).await), "RESOURCE_EXHAUSTED");
+        s.add_user(&json!("a"), &json!("2"), None).await.unwrap();
+        assert_eq!(code(s.add_user(&json!("a"), &json!("3"), None).await), "RESOURCE_EXHAUSTED");
+        let offer = json!({"offer": {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=sendonly\r\na=mid:0\r\n"}});
+        assert_eq!(code(s.produce(&json!("a"), &json!("1"), Some(&offer)).await), "RESOURCE_EXHAUSTED", "maxConnections 0");
+        let stats = s.stats().await.unwrap();
+        assert_eq!((stats.rooms, stats.users, stats.upstream_connections, stats.live_connections), (1, 2, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_room_that_ends_says_why() {
+        let seen: Arc<Mutex<Vec<events::ServerEvent>>> = Arc::default();
+        let into = seen.clone();
+        let s = server_with(ServerOptions::default(), Arc::new(move |e| into.lock().unwrap().push(e)));
+        s.create_room(Some(&json!("by-call")), None).await.unwrap();
+        s.create_room(Some(&json!("by-leaving")), Some(&json!({"userId": "u"}))).await.unwrap();
+        s.create_room(Some(&json!("by-close")), None).await.unwrap();
+        s.delete_room(&json!("by-call")).await.unwrap();
+        s.remove_user(&json!("by-leaving"), &json!("u")).await.unwrap();
+        s.close().await;
+        let reasons: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| match e {
+                events::ServerEvent::RoomClosed { room_id, reason } => (room_id.clone(), *reason),
+                other => panic!("unexpected event {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                ("by-call".to_string(), RoomClosedReason::Deleted),
+                ("by-leaving".to_string(), RoomClosedReason::Empty),
+                ("by-close".to_string(), RoomClosedReason::ServerClosed),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn udp_port_and_port_range_exclude_each_other() {
+        let listen = vec![ListenAddr { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), announced_ip: None }];
+        let both = ServerOptions { listen, udp_port: Some(0), port_range: Some((47200, 47210)), ..Default::default() };
+        assert_eq!(MediaServerCore::new(both, events::discard()).err().map(|e| e.code()), Some("INVALID_ARGUMENT"));
     }
 
     #[tokio::test]

@@ -1,40 +1,108 @@
-//! Building webrtc-rs peer connections the way the SFU needs them: one UDP port from our pool,
-//! loopback candidates allowed, mDNS off, an announced IP written into candidates, and
-//! non-trickle signalling (an SDP is handed out only once gathering is complete).
+//! Building webrtc-rs peer connections the way the SFU needs them: the server's addresses and
+//! ports, loopback candidates allowed, mDNS off, ICE timeouts that notice a vanished client,
+//! state changes reported as events, and non-trickle signalling (an SDP is handed out only once
+//! gathering is complete, with its candidates rewritten for an announced IP or a shared port).
 
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::sansio::Protocol;
 use tokio::sync::watch;
+use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateType, RTCIceGatheringState,
-    RTCSessionDescription, Registry, SettingEngineBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder, StatsSelector,
 };
 
-use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
-use webrtc::media_stream::track_remote::TrackRemote;
-
 use super::error::{SfuError, SfuResult};
-use super::sdp::Kind;
+use super::events::{ConnectionLabel, ConnectionState, EventSink};
+use super::mux::{random_ice_credentials, UdpMux};
 use super::ports::{PortLease, PortPool};
+use super::sdp::{Codec, Kind};
+use super::stats::{connection_stats, ConnectionStats, RateMeter};
+
+/// An address connections bind, and what to announce instead of it (1:1 NAT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub ip: IpAddr,
+    pub announced_ip: Option<IpAddr>,
+}
 
 /// Network settings shared by every connection of a server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NetworkConfig {
-    pub listen_ip: IpAddr,
-    pub announced_ip: Option<IpAddr>,
+    /// At least one; `0.0.0.0` means every interface.
+    pub listen: Vec<ListenAddr>,
+    /// Also offer passive ICE-TCP candidates.
+    pub tcp: bool,
+    /// Single-port mode: every connection's UDP goes through these shared sockets.
+    pub mux: Option<Arc<UdpMux>>,
+}
+
+impl NetworkConfig {
+    pub fn ips(&self) -> Vec<IpAddr> {
+        self.listen.iter().map(|l| l.ip).collect()
+    }
+
+    /// The announced address for a candidate on `ip`: the listen entry's own, or that of a
+    /// wildcard entry (whose candidates carry the interfaces' addresses).
+    fn announced_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        let exact = self.listen.iter().find(|l| l.ip == ip);
+        exact
+            .or_else(|| self.listen.iter().find(|l| l.ip.is_unspecified()))
+            .and_then(|l| l.announced_ip)
+    }
+
+    /// Rewrites the candidates of an SDP the server hands out: announced addresses instead of
+    /// bound ones, and in single-port mode the shared port instead of the placeholder socket's.
+    pub fn rewrite_candidates(&self, sdp: &str) -> String {
+        let announce = self.listen.iter().any(|l| l.announced_ip.is_some());
+        if !announce && self.mux.is_none() {
+            return sdp.to_owned();
+        }
+        let mut out = String::with_capacity(sdp.len() + 64);
+        for line in sdp.split_inclusive('\n') {
+            match line.strip_prefix("a=candidate:") {
+                Some(rest) => out.push_str(&self.rewrite_candidate(rest, line)),
+                None => out.push_str(line),
+            }
+        }
+        out
+    }
+
+    fn rewrite_candidate(&self, rest: &str, line: &str) -> String {
+        // foundation component transport priority address port typ type ...
+        let ending = &line[line.trim_end_matches(['\r', '\n']).len()..];
+        let mut fields: Vec<String> = rest.trim_end_matches(['\r', '\n']).split(' ').map(str::to_owned).collect();
+        if fields.len() < 8 || fields[6] != "typ" || fields[7] != "host" {
+            return line.to_owned();
+        }
+        let Ok(ip) = fields[4].parse::<IpAddr>() else { return line.to_owned() };
+        if let Some(announced) = self.announced_for(ip) {
+            fields[4] = announced.to_string();
+        }
+        if let (Some(mux), true) = (&self.mux, fields[2].eq_ignore_ascii_case("udp")) {
+            fields[5] = mux.port().to_string();
+        }
+        format!("a=candidate:{}{ending}", fields.join(" "))
+    }
 }
 
 /// How long the server waits for its own ICE gathering (host candidates only: near instant).
 const GATHERING_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client that stops answering ICE consent checks is `disconnected` after this long...
+const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(5);
+/// ...and `failed` this much later: a vanished client is reported within 20 s.
+const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(15);
+const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Counts peer connections whose webrtc-rs state is still allocated, for `stats()` and leak
 /// checks: the count drops when webrtc-rs frees the connection (and with it our handler),
@@ -48,22 +116,99 @@ impl ConnectionCounter {
     }
 }
 
-/// A built connection with what keeps it accounted for: its port lease and the live count.
+/// Open connections against the `maxConnections` limit.
+#[derive(Debug)]
+pub struct ConnectionBudget {
+    max: Option<usize>,
+    open: Arc<AtomicUsize>,
+}
+
+/// One open connection's place in the budget, given back on drop.
+#[derive(Debug)]
+pub struct BudgetSlot(Arc<AtomicUsize>);
+
+impl Drop for BudgetSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ConnectionBudget {
+    pub fn new(max: Option<usize>) -> Self {
+        Self { max, open: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    pub fn acquire(&self) -> SfuResult<BudgetSlot> {
+        let taken = self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| match self.max {
+            Some(max) if open >= max => None,
+            _ => Some(open + 1),
+        });
+        match taken {
+            Ok(_) => Ok(BudgetSlot(self.open.clone())),
+            Err(open) => Err(SfuError::ResourceExhausted(format!(
+                "the server holds {open} connections, the limit maxConnections"
+            ))),
+        }
+    }
+}
+
+/// A built connection with what keeps it accounted for: its port lease, its place in the
+/// connection budget, and the live count (in its handler).
 pub struct Peer {
     pub pc: Arc<dyn PeerConnection>,
     gathering: watch::Receiver<bool>,
+    report: Arc<StateReport>,
+    rates: RateMeter,
+    net: NetworkConfig,
     _port: PortLease,
+    _slot: BudgetSlot,
 }
 
 /// Events a connection reports to the part of the SFU that owns it.
 pub trait PeerEvents: Send + Sync + 'static {
     fn on_track(&self, _kind: Kind, _track: Arc<dyn TrackRemote>) {}
-    fn on_connected(&self) {}
+    fn on_state(&self, _state: ConnectionState) {}
+}
+
+/// Reports a connection's states to the backend, `closed` exactly once.
+struct StateReport {
+    label: ConnectionLabel,
+    sink: EventSink,
+    closed: AtomicBool,
+    last: Mutex<ConnectionState>,
+}
+
+impl StateReport {
+    fn report(&self, state: ConnectionState) {
+        if state == ConnectionState::Closed && self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.closed.load(Ordering::Acquire) && state != ConnectionState::Closed {
+            return; // late news from a connection we already reported closed
+        }
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        match state {
+            ConnectionState::Failed | ConnectionState::Disconnected => tracing::warn!(
+                room = %self.label.room_id, user = %self.label.user_id, producer = %self.label.producer_id,
+                direction = ?self.label.direction, ?state, "connection lost"
+            ),
+            _ => tracing::debug!(
+                room = %self.label.room_id, user = %self.label.user_id, producer = %self.label.producer_id,
+                direction = ?self.label.direction, ?state, "connection state"
+            ),
+        }
+        (self.sink)(self.label.state_event(state));
+    }
 }
 
 struct Handler<E: PeerEvents> {
     gathering_done: watch::Sender<bool>,
     events: E,
+    report: Arc<StateReport>,
     live: Arc<ConnectionCounter>,
 }
 
@@ -79,11 +224,18 @@ impl<E: PeerEvents> PeerConnectionEventHandler for Handler<E> {
         let _ = self.gathering_done.send(state == RTCIceGatheringState::Complete);
     }
 
-    async fn on_connection_state_change(&self, state: webrtc::peer_connection::RTCPeerConnectionState) {
-        tracing::debug!(%state, "peer connection state");
-        if state == webrtc::peer_connection::RTCPeerConnectionState::Connected {
-            self.events.on_connected();
-        }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let state = match state {
+            RTCPeerConnectionState::New => ConnectionState::New,
+            RTCPeerConnectionState::Connecting => ConnectionState::Connecting,
+            RTCPeerConnectionState::Connected => ConnectionState::Connected,
+            RTCPeerConnectionState::Disconnected => ConnectionState::Disconnected,
+            RTCPeerConnectionState::Failed => ConnectionState::Failed,
+            RTCPeerConnectionState::Closed => ConnectionState::Closed,
+            _ => return,
+        };
+        self.report.report(state);
+        self.events.on_state(state);
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
@@ -186,13 +338,20 @@ fn register_forwarded_codecs(engine: &mut MediaEngine) -> rtc::shared::error::Re
     Ok(())
 }
 
-pub async fn build_peer<E: PeerEvents>(
-    net: &NetworkConfig,
-    ports: &Arc<PortPool>,
-    counter: &Arc<ConnectionCounter>,
-    events: E,
-) -> SfuResult<Peer> {
-    let port = ports.lease()?;
+
+/// Everything a new connection needs from its server.
+pub struct PeerContext<'a> {
+    pub net: &'a NetworkConfig,
+    pub ports: &'a Arc<PortPool>,
+    pub budget: &'a ConnectionBudget,
+    pub live: &'a Arc<ConnectionCounter>,
+    pub sink: &'a EventSink,
+}
+
+pub async fn build_peer<E: PeerEvents>(ctx: PeerContext<'_>, label: ConnectionLabel, events: E) -> SfuResult<Peer> {
+    let net = ctx.net;
+    let slot = ctx.budget.acquire()?;
+    let port = ctx.ports.lease()?;
     let mut media_engine = MediaEngine::default();
     register_forwarded_codecs(&mut media_engine).map_err(|e| SfuError::internal("registering codecs", e))?;
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)
@@ -205,44 +364,126 @@ pub async fn build_peer<E: PeerEvents>(
 
     let mut settings = SettingEngineBuilder::new()
         .with_include_loopback_candidate(true)
-        .with_multicast_dns_mode(MulticastDnsMode::Disabled);
-    if let Some(ip) = net.announced_ip {
-        settings = settings.with_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_ice_timeouts(Some(ICE_DISCONNECTED_TIMEOUT), Some(ICE_FAILED_TIMEOUT), Some(ICE_KEEPALIVE_INTERVAL));
+    let mut builder = PeerConnectionBuilder::new();
+    if let Some(mux) = &net.mux {
+        // The shared socket routes by our ufrag, so it must be known (and unique) up front.
+        let (ufrag, pwd) = random_ice_credentials();
+        builder = builder.with_runtime(mux.runtime_for(ufrag.clone()));
+        settings = settings.with_ice_credentials(ufrag, pwd);
     }
 
     let (gathering_done, gathering) = watch::channel(false);
-    counter.0.fetch_add(1, Ordering::Relaxed);
-    let handler = Arc::new(Handler { gathering_done, events, live: counter.clone() });
-    let pc = PeerConnectionBuilder::new()
+    let report = Arc::new(StateReport {
+        label,
+        sink: ctx.sink.clone(),
+        closed: AtomicBool::new(false),
+        last: Mutex::new(ConnectionState::New),
+    });
+    ctx.live.0.fetch_add(1, Ordering::Relaxed);
+    let handler = Arc::new(Handler { gathering_done, events, report: report.clone(), live: ctx.live.clone() });
+    let udp: Vec<SocketAddr> = net.listen.iter().map(|l| SocketAddr::new(l.ip, port.port())).collect();
+    let tcp: Vec<SocketAddr> = if net.tcp { udp.clone() } else { Vec::new() };
+    let pc = builder
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .with_setting_engine(settings.build())
         .with_handler(handler)
-        .with_udp_addrs(vec![port.addr()])
+        .with_udp_addrs(udp)
+        .with_tcp_addrs(tcp)
         .build()
         .await
-        .map_err(|e| SfuError::ResourceExhausted(format!("could not open a peer connection on {}: {e}", port.addr())))?;
-    Ok(Peer { pc: Arc::new(pc), gathering, _port: port })
+        .map_err(|e| SfuError::ResourceExhausted(format!("could not open a peer connection on port {}: {e}", port.port())))?;
+    Ok(Peer {
+        pc: Arc::new(pc),
+        gathering,
+        report,
+        rates: RateMeter::new(Instant::now()),
+        net: net.clone(),
+        _port: port,
+        _slot: slot,
+    })
 }
 
 impl Peer {
-    /// The local description with every candidate in it, once gathering has completed.
+    /// The local description with every candidate in it, once gathering has completed, as the
+    /// remote side must see it (announced addresses, the shared port).
     pub async fn complete_local_description(&self) -> SfuResult<RTCSessionDescription> {
         let mut gathering = self.gathering.clone();
         tokio::time::timeout(GATHERING_TIMEOUT, gathering.wait_for(|done| *done))
             .await
             .map_err(|_| SfuError::Internal("ICE gathering did not complete within 5 s".into()))?
             .map_err(|_| SfuError::Internal("the connection closed while gathering".into()))?;
-        self.pc
+        let mut description = self
+            .pc
             .local_description()
             .await
-            .ok_or_else(|| SfuError::Internal("no local description after gathering".into()))
+            .ok_or_else(|| SfuError::Internal("no local description after gathering".into()))?;
+        description.sdp = self.net.rewrite_candidates(&description.sdp);
+        Ok(description)
     }
 
+    /// This connection's statistics; `codecs` are those it was negotiated with, per kind.
+    pub async fn stats(&self, codecs: &[Option<Codec>; 2]) -> ConnectionStats {
+        let now = Instant::now();
+        let report = self.pc.get_stats(now, StatsSelector::None).await;
+        let state = *self.report.last.lock().unwrap_or_else(|e| e.into_inner());
+        let shared_port = self.net.mux.as_ref().map(|m| m.port());
+        connection_stats(&self.report.label, state, &report, codecs, &self.rates, shared_port, now)
+    }
+
+    /// Closes the connection and reports it `closed` (once, whoever closed it).
     pub async fn close(&self) {
         if let Err(e) = self.pc.close().await {
             tracing::warn!(error = %e, "closing a peer connection failed");
         }
+        self.report.report(ConnectionState::Closed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(listen: &[(&str, Option<&str>)]) -> NetworkConfig {
+        NetworkConfig {
+            listen: listen
+                .iter()
+                .map(|(ip, announced)| ListenAddr { ip: ip.parse().unwrap(), announced_ip: announced.map(|a| a.parse().unwrap()) })
+                .collect(),
+            tcp: false,
+            mux: None,
+        }
+    }
+
+    const SDP: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n\
+        a=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n\
+        a=candidate:2 1 tcp 1671430143 10.0.0.5 40000 typ host tcptype passive\r\n\
+        a=candidate:3 1 udp 2130706431 192.168.1.9 40001 typ host\r\n\
+        a=end-of-candidates\r\n";
+
+    #[test]
+    fn announced_ips_replace_the_bound_ones() {
+        let n = net(&[("10.0.0.5", Some("203.0.113.7")), ("192.168.1.9", None)]);
+        let out = n.rewrite_candidates(SDP);
+        assert!(out.contains("a=candidate:1 1 udp 2130706431 203.0.113.7 40000 typ host\r\n"), "{out}");
+        assert!(out.contains("a=candidate:2 1 tcp 1671430143 203.0.113.7 40000 typ host tcptype passive\r\n"), "{out}");
+        assert!(out.contains("a=candidate:3 1 udp 2130706431 192.168.1.9 40001 typ host\r\n"), "{out}");
+        assert!(!out.contains("10.0.0.5"));
+        assert_eq!(out.len(), SDP.len() + 2 * ("203.0.113.7".len() - "10.0.0.5".len()));
+    }
+
+    #[test]
+    fn a_wildcard_listen_announces_every_interface_candidate() {
+        let n = net(&[("0.0.0.0", Some("203.0.113.7"))]);
+        let out = n.rewrite_candidates(SDP);
+        assert_eq!(out.matches("203.0.113.7").count(), 3, "{out}");
+    }
+
+    #[test]
+    fn without_announcement_or_mux_the_sdp_is_untouched() {
+        assert_eq!(net(&[("10.0.0.5", None)]).rewrite_candidates(SDP), SDP);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -23,9 +24,11 @@ use webrtc::rtp_transceiver::RtpTransceiver;
 
 use super::api::*;
 use super::error::{SfuError, SfuResult};
+use super::events::{ConnectionLabel, ConnectionState, Direction, RoomClosedReason, ServerEvent};
 use super::forward::{spawn_keyframe_relay, Control, ForwarderHandle, Subscriber};
 use super::peer::{build_peer, Peer, PeerEvents};
 use super::sdp::{self, Codec, Kind};
+use super::stats::ConnectionStats;
 use super::Shared;
 
 type Reply<T> = oneshot::Sender<SfuResult<T>>;
@@ -37,8 +40,12 @@ pub enum Command {
     StopProduce { user_id: String, reply: Reply<LeaveResponse> },
     /// Replies with the response and whether the room is now empty (and so gone).
     RemoveUser { user_id: String, reply: Reply<(LeaveResponse, bool)> },
-    Delete { reply: Reply<DeleteRoomResponse> },
+    Delete { reason: RoomClosedReason, reply: Reply<DeleteRoomResponse> },
     Stats { reply: Reply<RoomStats> },
+    /// Per-connection statistics, of one user's connections or of all.
+    ConnectionStats { user_id: Option<String>, reply: Reply<Vec<ConnectionStats>> },
+    /// Sent by the room to itself when an offer's time to be answered is up.
+    OfferTimeout { producer: Arc<str>, consumer: Arc<str>, serial: u64 },
 }
 
 impl Command {
@@ -49,8 +56,10 @@ impl Command {
             Command::Consume { reply, .. } => drop(reply.send(Err(err))),
             Command::StopProduce { reply, .. } => drop(reply.send(Err(err))),
             Command::RemoveUser { reply, .. } => drop(reply.send(Err(err))),
-            Command::Delete { reply } => drop(reply.send(Err(err))),
+            Command::Delete { reply, .. } => drop(reply.send(Err(err))),
             Command::Stats { reply } => drop(reply.send(Err(err))),
+            Command::ConnectionStats { reply, .. } => drop(reply.send(Err(err))),
+            Command::OfferTimeout { .. } => {}
         }
     }
 }
@@ -86,8 +95,12 @@ struct DownTrack {
 
 struct Downstream {
     peer: Peer,
+    /// Whether the connection is up; media is written to it only then.
+    connected: Arc<AtomicBool>,
     tracks: [Option<DownTrack>; 2],
     pending_offer: bool,
+    /// Tells the latest offer apart from earlier ones whose timers may still fire.
+    offer_serial: u64,
 }
 
 /// Routes an upstream's remote tracks to the forwarders of their kind.
@@ -101,14 +114,23 @@ impl PeerEvents for UpstreamEvents {
     }
 }
 
-/// A consumer that just connected needs a keyframe to start decoding.
+/// Tells the forwarders when a consumer's connection can carry media, and asks for a keyframe
+/// when it just connected (it needs one to start decoding).
 struct DownstreamEvents {
     video: ForwarderHandle,
+    connected: Arc<AtomicBool>,
 }
 
 impl PeerEvents for DownstreamEvents {
-    fn on_connected(&self) {
-        self.video.send(Control::RequestKeyframe);
+    fn on_state(&self, state: ConnectionState) {
+        match state {
+            ConnectionState::Connected => {
+                self.connected.store(true, Ordering::Release);
+                self.video.send(Control::RequestKeyframe);
+            }
+            ConnectionState::Failed | ConnectionState::Closed => self.connected.store(false, Ordering::Release),
+            _ => {}
+        }
     }
 }
 
@@ -119,14 +141,22 @@ pub struct Room {
     /// Keyed by (producer, consumer).
     downstreams: HashMap<(Arc<str>, Arc<str>), Downstream>,
     closed: bool,
+    /// The room's own queue, for timers; weak, so that they do not keep the room alive.
+    commands: mpsc::WeakSender<Command>,
 }
 
 impl Room {
     /// Starts the room's task; `first_user` is the user `createRoom` may bring along.
     pub fn spawn(id: &str, shared: Arc<Shared>, first_user: Option<(String, Value)>) -> mpsc::Sender<Command> {
         let (tx, rx) = mpsc::channel(64);
-        let mut room =
-            Room { id: Arc::from(id), shared, users: Vec::new(), downstreams: HashMap::new(), closed: false };
+        let mut room = Room {
+            id: Arc::from(id),
+            shared,
+            users: Vec::new(),
+            downstreams: HashMap::new(),
+            closed: false,
+            commands: tx.downgrade(),
+        };
         if let Some((user_id, info)) = first_user {
             room.users.push(User { id: Arc::from(user_id.as_str()), info, upstream: None });
         }
@@ -157,12 +187,19 @@ impl Room {
                     let r = guard(self.remove_user(&user_id)).await;
                     let _ = reply.send(r);
                 }
-                Command::Delete { reply } => {
-                    let r = guard(self.delete()).await;
+                Command::Delete { reason, reply } => {
+                    let r = guard(self.delete(reason)).await;
                     let _ = reply.send(r);
                 }
                 Command::Stats { reply } => {
                     let _ = reply.send(Ok(self.stats()));
+                }
+                Command::ConnectionStats { user_id, reply } => {
+                    let r = guard(self.connection_stats(user_id.as_deref())).await;
+                    let _ = reply.send(r);
+                }
+                Command::OfferTimeout { producer, consumer, serial } => {
+                    guard(async { Ok(self.offer_timed_out(producer, consumer, serial).await) }).await.ok();
                 }
             }
             if self.closed {
@@ -196,11 +233,19 @@ impl Room {
         if self.user_index(&user_id).is_ok() {
             return Err(SfuError::UserExists(format!("user '{user_id}' is already in room '{}'", self.id)));
         }
+        if let Some(max) = self.shared.limits.max_users_per_room {
+            if self.users.len() >= max {
+                return Err(SfuError::ResourceExhausted(format!(
+                    "room '{}' is full: it holds {max} users, the limit maxUsersPerRoom",
+                    self.id
+                )));
+            }
+        }
         let consumer: Arc<str> = Arc::from(user_id.as_str());
         let mut created: Vec<((Arc<str>, Arc<str>), Downstream, SessionDescription)> = Vec::new();
         for producer in &self.users {
             let Some(upstream) = &producer.upstream else { continue };
-            match self.open_downstream(upstream).await {
+            match self.open_downstream(upstream, &consumer).await {
                 Ok((downstream, offer)) => {
                     created.push(((producer.id.clone(), consumer.clone()), downstream, offer))
                 }
@@ -213,6 +258,7 @@ impl Room {
         let mut offers: HashMap<Arc<str>, SessionDescription> = HashMap::new();
         for (key, downstream, offer) in created {
             offers.insert(key.0.clone(), offer);
+            self.arm_offer_timeout(&key, &downstream);
             self.downstreams.insert(key, downstream);
         }
         let users = self
@@ -275,7 +321,7 @@ impl Room {
                     .await
                     .map(|offer| renegotiated.push((consumer.id.clone(), offer))),
                 None => self
-                    .open_downstream(&upstream)
+                    .open_downstream(&upstream, &consumer.id)
                     .await
                     .map(|(downstream, offer)| opened.push((key, downstream, offer))),
             };
@@ -300,9 +346,16 @@ impl Room {
             }
             forwarder.send(Control::Mute(!kind_enabled(constraints, kind)));
         }
+        for (consumer, _) in &renegotiated {
+            let key = (producer_id.clone(), consumer.clone());
+            if let Some(downstream) = self.downstreams.get(&key) {
+                self.arm_offer_timeout(&key, downstream);
+            }
+        }
         let mut offers: HashMap<Arc<str>, SessionDescription> = renegotiated.into_iter().collect();
         for (key, downstream, offer) in opened {
             offers.insert(key.1.clone(), offer);
+            self.arm_offer_timeout(&key, &downstream);
             self.downstreams.insert(key, downstream);
         }
         self.users[index].upstream = Some(upstream);
@@ -319,6 +372,9 @@ impl Room {
             })
             .collect();
         tracing::info!(room = %self.id, user = %producer.id, ?constraints, renegotiation = !is_new, "producing");
+        if is_new || previous_constraints != constraints {
+            self.constraints_changed(&producer.id, constraints);
+        }
         Ok(ProduceResponse {
             answer: Some(SessionDescription::answer(answer.0)),
             id: producer.id.to_string(),
@@ -344,6 +400,7 @@ impl Room {
         let user = &self.users[index];
         let outbound = self.others(&user.id, Some(constraints));
         tracing::info!(room = %self.id, user = %user.id, ?constraints, "constraints changed");
+        self.constraints_changed(&user.id, constraints);
         Ok(ProduceResponse {
             answer: None,
             id: user.id.to_string(),
@@ -396,6 +453,7 @@ impl Room {
                 let forwarder = &upstream.forwarders[kind.index()];
                 forwarder.send(Control::Subscribe(Subscriber {
                     consumer: consumer.clone(),
+                    connected: downstream.connected.clone(),
                     track: down.track.clone(),
                     ssrc: down.ssrc,
                     payload_type,
@@ -415,6 +473,7 @@ impl Room {
         self.close_producer(&producer, upstream).await;
         let user = &self.users[index];
         tracing::info!(room = %self.id, user = %user.id, "stopped producing");
+        self.constraints_changed(&user.id, Constraints::NONE);
         Ok(LeaveResponse {
             id: user.id.to_string(),
             user_info: user.info.clone(),
@@ -442,13 +501,14 @@ impl Room {
         let emptied = self.users.is_empty();
         if emptied {
             self.closed = true;
+            (self.shared.events)(ServerEvent::RoomClosed { room_id: self.id.to_string(), reason: RoomClosedReason::Empty });
         }
         tracing::info!(room = %self.id, user = %user.id, room_deleted = emptied, "user removed");
         let outbound = self.others(user_id, None);
         Ok((LeaveResponse { id: user.id.to_string(), user_info: user.info, constraints: None, outbound }, emptied))
     }
 
-    async fn delete(&mut self) -> SfuResult<DeleteRoomResponse> {
+    async fn delete(&mut self, reason: RoomClosedReason) -> SfuResult<DeleteRoomResponse> {
         let count = self.users.len() as u32;
         close_all(self.downstreams.drain().map(|(_, d)| d)).await;
         for user in &mut self.users {
@@ -459,7 +519,8 @@ impl Room {
         }
         self.users.clear();
         self.closed = true;
-        tracing::info!(room = %self.id, users = count, "room deleted");
+        tracing::info!(room = %self.id, users = count, ?reason, "room deleted");
+        (self.shared.events)(ServerEvent::RoomClosed { room_id: self.id.to_string(), reason });
         Ok(DeleteRoomResponse { count })
     }
 
@@ -481,10 +542,16 @@ impl Room {
         }
     }
 
+    fn label(&self, user: &Arc<str>, producer: &Arc<str>, direction: Direction) -> ConnectionLabel {
+        ConnectionLabel { room_id: self.id.clone(), user_id: user.clone(), producer_id: producer.clone(), direction }
+    }
+
     async fn open_upstream(&self, producer: &Arc<str>) -> SfuResult<Upstream> {
-        let forwarders = Kind::ALL.map(|kind| ForwarderHandle::spawn(kind, producer.clone()));
+        let forwarders =
+            Kind::ALL.map(|kind| ForwarderHandle::spawn(kind, producer.clone(), self.shared.forwarded.clone()));
         let events = UpstreamEvents { forwarders: forwarders.clone() };
-        match build_peer(&self.shared.net, &self.shared.ports, &self.shared.live, events).await {
+        let label = self.label(producer, producer, Direction::Upstream);
+        match build_peer(self.shared.peer_context(), label, events).await {
             Ok(peer) => Ok(Upstream { producer: producer.clone(), peer, constraints: Constraints::NONE, codecs: [None, None], forwarders }),
             Err(e) => {
                 forwarders.iter().for_each(|f| f.send(Control::Stop));
@@ -493,11 +560,15 @@ impl Room {
         }
     }
 
-    /// A new downstream from `producer`, with an offer carrying exactly its codecs.
-    async fn open_downstream(&self, upstream: &Upstream) -> SfuResult<(Downstream, SessionDescription)> {
-        let events = DownstreamEvents { video: upstream.forwarders[Kind::Video.index()].clone() };
-        let peer = build_peer(&self.shared.net, &self.shared.ports, &self.shared.live, events).await?;
-        let mut downstream = Downstream { peer, tracks: [None, None], pending_offer: false };
+    /// A new downstream from `producer` to `consumer`, with an offer carrying exactly its codecs.
+    async fn open_downstream(&self, upstream: &Upstream, consumer: &Arc<str>) -> SfuResult<(Downstream, SessionDescription)> {
+        let connected = Arc::new(AtomicBool::new(false));
+        let events =
+            DownstreamEvents { video: upstream.forwarders[Kind::Video.index()].clone(), connected: connected.clone() };
+        let label = self.label(consumer, &upstream.producer, Direction::Downstream);
+        let peer = build_peer(self.shared.peer_context(), label, events).await?;
+        let mut downstream =
+            Downstream { peer, connected, tracks: [None, None], pending_offer: false, offer_serial: 0 };
         let result = async {
             for kind in Kind::ALL {
                 if let Some(codec) = &upstream.codecs[kind.index()] {
@@ -514,6 +585,75 @@ impl Room {
                 Err(e)
             }
         }
+    }
+}
+
+impl Room {
+    fn constraints_changed(&self, producer: &str, constraints: Constraints) {
+        (self.shared.events)(ServerEvent::ConstraintsChange {
+            room_id: self.id.to_string(),
+            user_id: producer.to_owned(),
+            constraints,
+        });
+    }
+
+    /// Closes the downstream `key` if its current offer is still unanswered when the server's
+    /// offer timeout is up.
+    fn arm_offer_timeout(&self, key: &(Arc<str>, Arc<str>), downstream: &Downstream) {
+        let Some(timeout) = self.shared.offer_timeout else { return };
+        let (commands, producer, consumer, serial) =
+            (self.commands.clone(), key.0.clone(), key.1.clone(), downstream.offer_serial);
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(commands) = commands.upgrade() {
+                let _ = commands.send(Command::OfferTimeout { producer, consumer, serial }).await;
+            }
+        });
+    }
+
+    async fn offer_timed_out(&mut self, producer: Arc<str>, consumer: Arc<str>, serial: u64) {
+        let key = (producer, consumer);
+        if !self.downstreams.get(&key).is_some_and(|d| d.pending_offer && d.offer_serial == serial) {
+            return; // answered, replaced or closed in the meantime
+        }
+        let downstream = self.downstreams.remove(&key).expect("checked above");
+        if let Some(upstream) = self.users.iter().find(|u| u.id == key.0).and_then(|u| u.upstream.as_ref()) {
+            for forwarder in &upstream.forwarders {
+                forwarder.send(Control::Unsubscribe(key.1.clone()));
+            }
+        }
+        downstream.peer.close().await;
+        let timeout_ms = self.shared.offer_timeout.map_or(0, |t| t.as_millis() as u64);
+        tracing::warn!(room = %self.id, user = %key.1, producer = %key.0, timeout_ms, "offer not answered in time: downstream closed");
+        (self.shared.events)(ServerEvent::OfferTimeout {
+            room_id: self.id.to_string(),
+            user_id: key.1.to_string(),
+            producer_id: key.0.to_string(),
+            timeout_ms,
+        });
+    }
+
+    /// Statistics of every connection whose other end is `user_id` (its upstream and the
+    /// downstreams it consumes), or of every connection of the room.
+    async fn connection_stats(&self, user_id: Option<&str>) -> SfuResult<Vec<ConnectionStats>> {
+        if let Some(user_id) = user_id {
+            self.user_index(user_id)?;
+        }
+        let wanted = |id: &str| user_id.is_none_or(|u| u == id);
+        let mut out = Vec::new();
+        for user in self.users.iter().filter(|u| wanted(&u.id)) {
+            if let Some(upstream) = &user.upstream {
+                out.push(upstream.peer.stats(&upstream.codecs).await);
+            }
+        }
+        let mut keys: Vec<_> = self.downstreams.keys().filter(|k| wanted(&k.1)).cloned().collect();
+        keys.sort();
+        for key in keys {
+            let downstream = &self.downstreams[&key];
+            let codecs = downstream.tracks.each_ref().map(|t| t.as_ref().map(|t| t.codec.clone()));
+            out.push(downstream.peer.stats(&codecs).await);
+        }
+        Ok(out)
     }
 }
 
@@ -651,6 +791,7 @@ async fn make_offer(downstream: &mut Downstream) -> SfuResult<SessionDescription
         .map_err(|e| SfuError::internal("applying an offer", e))?;
     let offer = downstream.peer.complete_local_description().await?;
     downstream.pending_offer = true;
+    downstream.offer_serial += 1;
     Ok(SessionDescription::offer(offer.sdp))
 }
 

@@ -1,0 +1,153 @@
+//! What the server tells the backend without being asked: connection states, rooms that end,
+//! offers nobody answered. The core emits plain values into an [`EventSink`]; the binding
+//! turns them into JS objects. The SFU never acts on these itself (it never removes a user).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::api::Constraints;
+
+/// Which way a connection carries media, seen from the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From a producer's browser to the server.
+    Upstream,
+    /// From the server to a consumer's browser, carrying one producer.
+    Downstream,
+}
+
+/// Why a room ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RoomClosedReason {
+    /// `deleteRoom` was called.
+    Deleted,
+    /// Its last user was removed.
+    Empty,
+    /// The server was closed.
+    ServerClosed,
+}
+
+/// A peer connection's state, as `RTCPeerConnection.connectionState` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionState {
+    New,
+    Connecting,
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ServerEvent {
+    /// A connection changed state. `user_id` is the user at the other end (the producer for an
+    /// upstream, the consumer for a downstream); `producer_id` whose media it carries.
+    #[serde(rename = "connectionstatechange", rename_all = "camelCase")]
+    ConnectionStateChange {
+        room_id: String,
+        user_id: String,
+        producer_id: String,
+        direction: Direction,
+        state: ConnectionState,
+    },
+    /// What a producer forwards changed: it started producing, muted or unmuted a kind
+    /// (`constraints`), or stopped producing (both false).
+    #[serde(rename = "constraintschange", rename_all = "camelCase")]
+    ConstraintsChange { room_id: String, user_id: String, constraints: Constraints },
+    /// A room ended; its connections are closed.
+    #[serde(rename = "roomclosed", rename_all = "camelCase")]
+    RoomClosed { room_id: String, reason: RoomClosedReason },
+    /// A downstream offer was not answered in time; its connection was closed, and the next
+    /// `produce` of that producer offers the consumer a new one.
+    #[serde(rename = "offertimeout", rename_all = "camelCase")]
+    OfferTimeout { room_id: String, user_id: String, producer_id: String, timeout_ms: u64 },
+}
+
+impl ServerEvent {
+    /// The event's name, as `MediaServer.on(name, …)` takes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerEvent::ConnectionStateChange { .. } => "connectionstatechange",
+            ServerEvent::ConstraintsChange { .. } => "constraintschange",
+            ServerEvent::RoomClosed { .. } => "roomclosed",
+            ServerEvent::OfferTimeout { .. } => "offertimeout",
+        }
+    }
+}
+
+/// Where events go. Called from runtime threads; must not block.
+pub type EventSink = Arc<dyn Fn(ServerEvent) + Send + Sync>;
+
+/// A sink that drops everything (a server nobody listens to).
+pub fn discard() -> EventSink {
+    Arc::new(|_| {})
+}
+
+/// Names a connection in events and logs.
+#[derive(Debug, Clone)]
+pub struct ConnectionLabel {
+    pub room_id: Arc<str>,
+    pub user_id: Arc<str>,
+    pub producer_id: Arc<str>,
+    pub direction: Direction,
+}
+
+impl ConnectionLabel {
+    pub fn state_event(&self, state: ConnectionState) -> ServerEvent {
+        ServerEvent::ConnectionStateChange {
+            room_id: self.room_id.to_string(),
+            user_id: self.user_id.to_string(),
+            producer_id: self.producer_id.to_string(),
+            direction: self.direction,
+            state,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_serialize_as_plain_objects_with_a_type() {
+        let label = ConnectionLabel {
+            room_id: "r".into(),
+            user_id: "c".into(),
+            producer_id: "p".into(),
+            direction: Direction::Downstream,
+        };
+        assert_eq!(
+            serde_json::to_value(label.state_event(ConnectionState::Failed)).unwrap(),
+            json!({"type": "connectionstatechange", "roomId": "r", "userId": "c", "producerId": "p",
+                   "direction": "downstream", "state": "failed"})
+        );
+        let muted = ServerEvent::ConstraintsChange {
+            room_id: "r".into(),
+            user_id: "p".into(),
+            constraints: Constraints { audio: true, video: false },
+        };
+        assert_eq!(
+            serde_json::to_value(muted).unwrap(),
+            json!({"type": "constraintschange", "roomId": "r", "userId": "p", "constraints": {"audio": true, "video": false}})
+        );
+        let closed = ServerEvent::RoomClosed { room_id: "r".into(), reason: RoomClosedReason::ServerClosed };
+        assert_eq!(closed.name(), "roomclosed");
+        assert_eq!(serde_json::to_value(closed).unwrap(), json!({"type": "roomclosed", "roomId": "r", "reason": "serverClosed"}));
+        let timeout = ServerEvent::OfferTimeout {
+            room_id: "r".into(),
+            user_id: "c".into(),
+            producer_id: "p".into(),
+            timeout_ms: 30_000,
+        };
+        assert_eq!(
+            serde_json::to_value(timeout).unwrap(),
+            json!({"type": "offertimeout", "roomId": "r", "userId": "c", "producerId": "p", "timeoutMs": 30000})
+        );
+    }
+}
