@@ -15,12 +15,11 @@
 //! Prints one JSON object (the figures of the run) on stdout; progress goes to stderr.
 
 mod http;
+mod net;
 mod stamp;
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -204,6 +203,8 @@ enum Cmd {
 struct WorkerReport {
     lat_audio: Vec<u32>,
     lat_video: Vec<u32>,
+    lat_app: Vec<u32>,
+    no_kernel_ts: u64,
     /// (peer name, stream id, distinct received in window, duplicates)
     recv: Vec<(String, u32, u64, u64)>,
     /// (stream id, sent in window, sent total)
@@ -231,12 +232,20 @@ struct Worker {
     shared: Arc<Shared>,
     lat_audio: Vec<u32>,
     lat_video: Vec<u32>,
+    /// Latency to when this process had decrypted the packet (includes the generator's own
+    /// queueing), for comparison with the kernel-timestamp figures.
+    lat_app: Vec<u32>,
     unknown_source: u64,
+    /// Kernel receive time of the datagram being handled.
+    rx_kernel_ns: u64,
+    no_kernel_ts: u64,
 }
 
 fn worker_main(sockets: Vec<UdpSocket>, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared>) {
-    for s in &sockets {
-        s.set_nonblocking(true).unwrap();
+    let epoll = net::Epoll::new();
+    for (i, s) in sockets.iter().enumerate() {
+        net::configure(s).expect("socket options");
+        epoll.add(s, i as u64);
     }
     let mut w = Worker {
         sockets,
@@ -245,16 +254,21 @@ fn worker_main(sockets: Vec<UdpSocket>, rx: mpsc::Receiver<Cmd>, shared: Arc<Sha
         shared,
         lat_audio: Vec::with_capacity(1 << 20),
         lat_video: Vec::with_capacity(1 << 20),
+        lat_app: Vec::with_capacity(1 << 20),
         unknown_source: 0,
+        rx_kernel_ns: 0,
+        no_kernel_ts: 0,
     };
-    let mut buf = vec![0u8; 2048];
-    let mut pollfds: Vec<libc::pollfd> = Vec::new();
+    let mut epoll = epoll;
+    let mut batch = net::Batch::new();
+    let mut ready: Vec<usize> = Vec::new();
     loop {
         loop {
             match rx.try_recv() {
                 Ok(Cmd::Add(p)) => w.add(*p),
                 Ok(Cmd::AddWithSocket(mut p, s)) => {
-                    s.set_nonblocking(true).unwrap();
+                    net::configure(&s).expect("socket options");
+                    epoll.add(&s, w.sockets.len() as u64);
                     w.sockets.push(s);
                     p.sock = w.sockets.len() - 1;
                     w.add(*p);
@@ -266,21 +280,27 @@ fn worker_main(sockets: Vec<UdpSocket>, rx: mpsc::Receiver<Cmd>, shared: Arc<Sha
                 Err(mpsc::TryRecvError::Empty) => break,
             }
         }
-        // Everything the sockets hold, then timers and media due.
-        for si in 0..w.sockets.len() {
+        // Everything the ready sockets hold, then timers and media due.
+        for &si in &ready {
             loop {
-                let r = w.sockets[si].recv_from(&mut buf);
-                match r {
-                    Ok((n, source)) => {
-                        let now = Instant::now();
-                        w.receive(si, source, &buf[..n], now);
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
-                    Err(e) => panic!("recv: {e}"),
+                let n = batch.recv(&w.sockets[si]).expect("recvmmsg");
+                if n == 0 {
+                    break;
+                }
+                let now = Instant::now();
+                for i in 0..n {
+                    w.rx_kernel_ns = batch.kernel_ns(i).unwrap_or_else(|| {
+                        w.no_kernel_ts += 1;
+                        now_ns()
+                    });
+                    w.receive(si, batch.source(i), batch.data(i), now);
+                }
+                if n < net::BATCH {
+                    break;
                 }
             }
         }
+        ready.clear();
         let now = Instant::now();
         let mut next = now + Duration::from_millis(5);
         for i in 0..w.peers.len() {
@@ -293,13 +313,7 @@ fn worker_main(sockets: Vec<UdpSocket>, rx: mpsc::Receiver<Cmd>, shared: Arc<Sha
                 }
             }
         }
-        let wait = next.saturating_duration_since(Instant::now());
-        if wait > Duration::ZERO {
-            pollfds.clear();
-            pollfds.extend(w.sockets.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
-            let ts = libc::timespec { tv_sec: wait.as_secs() as _, tv_nsec: wait.subsec_nanos() as _ };
-            unsafe { libc::ppoll(pollfds.as_mut_ptr(), pollfds.len() as _, &ts, std::ptr::null()) };
-        }
+        epoll.wait(next.saturating_duration_since(Instant::now()), &mut ready);
     }
 }
 
@@ -352,66 +366,74 @@ impl Worker {
             self.drain(idx, now);
         }
         for oi in 0..self.peers[idx].outs.len() {
-            while self.peers[idx].outs[oi].next_due <= now {
+            while self.peers[idx].outs[oi].next_due <= now && self.peers[idx].dead.is_none() {
                 self.send_frame(idx, oi);
-                self.drain(idx, Instant::now());
             }
         }
     }
 
+    /// Sends one frame (video: several packets, audio: one), handing each packet to the socket
+    /// before stamping the next, so a stamp is taken just before its own packet leaves.
     fn send_frame(&mut self, idx: usize, oi: usize) {
-        let shared = self.shared.clone();
-        let p = &mut self.peers[idx];
         let now = Instant::now();
-        let o = &mut p.outs[oi];
-        let due = o.next_due;
-        o.next_due += o.interval;
-        if now.duration_since(due) > Duration::from_millis(200) {
-            // Far behind (the thread was starved): skip ahead rather than burst.
-            o.next_due = now + o.interval;
-        }
-        let lag = now.duration_since(due).as_micros().min(u32::MAX as u128) as u32;
-        let clock = if o.kind == MediaKind::Video { 90_000u64 } else { 48_000 };
-        // RTP time from the schedule, so it is regular whatever the thread's lag.
-        let frame_index = o.sent_frames();
-        let rtp_time = o.ts_base.wrapping_add((frame_index * clock * o.interval.as_micros() as u64 / 1_000_000) as u32);
-        let keyframe = o.kind == MediaKind::Video
-            && (o.keyframe_pending || o.last_keyframe.map_or(true, |t| now.duration_since(t) > Duration::from_secs(5)));
-        if keyframe {
-            o.keyframe_pending = false;
-            o.last_keyframe = Some(now);
-        }
-        o.picture_id = (o.picture_id + 1) & 0x7fff;
-        let n = o.packets_per_frame;
-        let mut api = p.rtc.direct_api();
-        let Some(stream) = api.stream_tx(&o.ssrc) else {
-            drop(api);
-            p.dead = Some("no tx stream".into());
-            return;
+        let (n, keyframe, frame_index, rtp_time) = {
+            let o = &mut self.peers[idx].outs[oi];
+            let due = o.next_due;
+            o.next_due += o.interval;
+            if now.duration_since(due) > Duration::from_millis(200) {
+                // Far behind (the thread was starved): skip ahead rather than burst.
+                o.next_due = now + o.interval;
+            }
+            o.lag_us.push(now.duration_since(due).as_micros().min(u32::MAX as u128) as u32);
+            let clock = if o.kind == MediaKind::Video { 90_000u64 } else { 48_000 };
+            // RTP time from the frame count, so it is regular whatever the thread's lag.
+            let frame_index = o.sent_frames();
+            let rtp_time = o.ts_base.wrapping_add((frame_index * clock * o.interval.as_micros() as u64 / 1_000_000) as u32);
+            let keyframe = o.kind == MediaKind::Video
+                && (o.keyframe_pending || o.last_keyframe.map_or(true, |t| now.duration_since(t) > Duration::from_secs(5)));
+            if keyframe {
+                o.keyframe_pending = false;
+                o.last_keyframe = Some(now);
+            }
+            o.picture_id = (o.picture_id + 1) & 0x7fff;
+            (o.packets_per_frame, keyframe, frame_index, rtp_time)
         };
         for k in 0..n {
-            let t = now_ns();
-            let mut payload = vec![0u8; o.packet_payload];
-            let head = if o.kind == MediaKind::Video {
-                stamp::vp8_header(&mut payload, k == 0, keyframe, o.picture_id, (frame_index & 0xff) as u8)
-            } else {
-                payload[0] = 0xfc; // Opus TOC: CELT fullband 20 ms, mono, one frame
-                1
+            let in_window = {
+                let t = now_ns();
+                let shared = &self.shared;
+                let p = &mut self.peers[idx];
+                let o = &mut p.outs[oi];
+                let mut payload = vec![0u8; o.packet_payload];
+                if o.kind == MediaKind::Video {
+                    stamp::vp8_header(&mut payload, k == 0, keyframe, o.picture_id, (frame_index & 0xff) as u8);
+                } else {
+                    payload[0] = 0xfc; // Opus TOC: CELT fullband 20 ms, mono, one frame
+                }
+                Stamp { stream: o.id, seq: o.gen_seq, sent_ns: t }.write(&mut payload);
+                let in_window = shared.in_window(t);
+                o.sent_total += 1;
+                o.gen_seq += 1;
+                let w = RtpWrite::new(o.pt, o.seq.into(), rtp_time, now, payload)
+                    .marker(o.kind == MediaKind::Audio || k == n - 1)
+                    .nackable(true);
+                o.seq += 1;
+                let ssrc = o.ssrc;
+                let mut api = p.rtc.direct_api();
+                match api.stream_tx(&ssrc) {
+                    Some(stream) => stream.write_rtp(w),
+                    None => {
+                        drop(api);
+                        p.dead = Some("no tx stream".into());
+                        return;
+                    }
+                }
+                in_window
             };
-            let _ = head;
-            let st = Stamp { stream: o.id, seq: o.gen_seq, sent_ns: t };
-            st.write(&mut payload);
-            if shared.in_window(t) {
-                o.sent_in_window += 1;
+            if in_window {
+                self.peers[idx].outs[oi].sent_in_window += 1;
             }
-            o.sent_total += 1;
-            o.gen_seq += 1;
-            let w = RtpWrite::new(o.pt, o.seq.into(), rtp_time, now, payload)
-                .marker(o.kind == MediaKind::Audio || k == n - 1)
-                .nackable(true);
-            o.seq += 1;
-            stream.write_rtp(w);
-            o.lag_us.push(lag);
+            self.drain(idx, Instant::now());
         }
     }
 
@@ -461,7 +483,7 @@ impl Worker {
                 }
             }
             Event::RtpPacket(pkt) => {
-                let t = now_ns();
+                let t = self.rx_kernel_ns;
                 p.rx_packets += 1;
                 if p.first_rx_ns == 0 {
                     p.first_rx_ns = t;
@@ -476,6 +498,7 @@ impl Worker {
                 let r = p.recv.entry(st.stream).or_insert_with(|| RecvStream { bits: Vec::new(), distinct: 0, dups: 0 });
                 if r.mark(st.seq) {
                     let lat = t.saturating_sub(st.sent_ns).min(u32::MAX as u64) as u32;
+                    self.lat_app.push(now_ns().saturating_sub(st.sent_ns).min(u32::MAX as u64) as u32);
                     if pkt.header.payload_type.is_audio_guess(pkt.payload.len()) {
                         self.lat_audio.push(lat);
                     } else {
@@ -491,7 +514,9 @@ impl Worker {
         let mut r = WorkerReport {
             lat_audio: std::mem::take(&mut self.lat_audio),
             lat_video: std::mem::take(&mut self.lat_video),
+            lat_app: std::mem::take(&mut self.lat_app),
             unknown_source: self.unknown_source,
+            no_kernel_ts: self.no_kernel_ts,
             ..Default::default()
         };
         for p in &mut self.peers {
@@ -680,12 +705,30 @@ fn clk_tck() -> f64 {
 
 /// utime + stime of a process (all its threads), seconds.
 fn proc_cpu(pid: &str) -> Option<f64> {
+    proc_cpu_split(pid).map(|(u, s)| u + s)
+}
+
+/// (utime, stime) of a process from /proc/<pid>/stat, seconds.
+fn proc_cpu_split(pid: &str) -> Option<(f64, f64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ut: f64 = f.get(11)?.parse().ok()?;
     let st: f64 = f.get(12)?.parse().ok()?;
-    Some((ut + st) / clk_tck())
+    Some((ut / clk_tck(), st / clk_tck()))
+}
+
+/// The machine's UDP counters (/proc/net/snmp): datagrams dropped for a full socket buffer.
+fn udp_counters() -> HashMap<String, u64> {
+    let s = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let lines: Vec<&str> = s.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let mut out = HashMap::new();
+    if lines.len() >= 2 {
+        for (k, v) in lines[0].split_whitespace().zip(lines[1].split_whitespace()).skip(1) {
+            out.insert(k.to_string(), v.parse().unwrap_or(0));
+        }
+    }
+    out
 }
 
 fn proc_rss_kb(pid: &str) -> Option<u64> {
@@ -775,6 +818,9 @@ impl Gen {
     fn subscribe(&mut self, user: usize, pid: &str, offer: &str) -> Result<String, String> {
         let name = format!("{pid}->{}", Self::uid(user));
         let (peer, answer) = new_subscriber(self.local(user), offer, name.clone(), user, 0)?;
+        if std::env::var_os("LOADGEN_DUMP_SDP").is_some() {
+            eprintln!("--- subscribe offer\n{offer}--- answer\n{answer}");
+        }
         let producer: usize = pid.trim_start_matches('u').parse().map_err(|_| format!("producer id {pid}"))?;
         self.expect.push((name, self.streams_of.get(&producer).cloned().unwrap_or_default()));
         self.add(user, peer);
@@ -792,6 +838,9 @@ impl Gen {
         )?;
         self.produce_ms.push((now_ns() - t0) as f64 / 1e6);
         let answer = resp["answer"]["sdp"].as_str().ok_or("produce: no answer")?;
+        if std::env::var_os("LOADGEN_DUMP_SDP").is_some() {
+            eprintln!("--- publish offer\n{offer}--- answer\n{answer}");
+        }
         let (peer, ids) = finish_publisher(publisher, answer, &self.media, format!("{}:up", Self::uid(user)), user, 0, phase)?;
         self.streams_of.insert(user, ids);
         self.add(user, peer);
@@ -818,6 +867,8 @@ impl Gen {
             let mut r = rx.recv().unwrap();
             all.lat_audio.append(&mut r.lat_audio);
             all.lat_video.append(&mut r.lat_video);
+            all.lat_app.append(&mut r.lat_app);
+            all.no_kernel_ts += r.no_kernel_ts;
             all.recv.append(&mut r.recv);
             all.sent.append(&mut r.sent);
             all.lag_us.append(&mut r.lag_us);
@@ -942,14 +993,20 @@ fn main() {
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
 
     // The measurement window.
-    let cpu0: Vec<Option<f64>> = pids.iter().map(|(_, p)| proc_cpu(p)).collect();
+    let cpu0: Vec<Option<(f64, f64)>> = pids.iter().map(|(_, p)| proc_cpu_split(p)).collect();
     let self_cpu0 = proc_cpu("self");
+    let udp0 = udp_counters();
     let w0 = Instant::now();
     shared.window_start.store(now_ns(), Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs_f64(args.duration));
     shared.window_end.store(now_ns(), Ordering::SeqCst);
-    let cpu1: Vec<Option<f64>> = pids.iter().map(|(_, p)| proc_cpu(p)).collect();
+    let cpu1: Vec<Option<(f64, f64)>> = pids.iter().map(|(_, p)| proc_cpu_split(p)).collect();
     let self_cpu1 = proc_cpu("self");
+    let udp1 = udp_counters();
+    let udp_delta: serde_json::Map<String, Value> = ["InErrors", "RcvbufErrors", "SndbufErrors", "InDatagrams", "OutDatagrams"]
+        .iter()
+        .map(|k| (k.to_string(), json!(udp1.get(*k).copied().unwrap_or(0).saturating_sub(udp0.get(*k).copied().unwrap_or(0)))))
+        .collect();
     let window_s = w0.elapsed().as_secs_f64();
     let rss_load: Vec<(String, Option<u64>)> = pids.iter().map(|(n, p)| (n.clone(), proc_rss_kb(p))).collect();
     // Packets sent near the end are still in flight.
@@ -976,11 +1033,15 @@ fn main() {
     let published: u64 = rep.sent.iter().map(|s| s.1).sum();
     let loss = if expected > 0 { 1.0 - received as f64 / expected as f64 } else { f64::NAN };
     let mut server_cpu = serde_json::Map::new();
-    let mut cpu_total = 0.0;
+    let mut server_cpu_split = serde_json::Map::new();
+    let (mut cpu_total, mut cpu_user) = (0.0, 0.0);
     for (i, (name, _)) in pids.iter().enumerate() {
         if let (Some(a), Some(b)) = (cpu0[i], cpu1[i]) {
-            server_cpu.insert(name.clone(), json!(b - a));
-            cpu_total += b - a;
+            let (u, s) = (b.0 - a.0, b.1 - a.1);
+            server_cpu.insert(name.clone(), json!(u + s));
+            server_cpu_split.insert(name.clone(), json!({"user_s": u, "sys_s": s}));
+            cpu_total += u + s;
+            cpu_user += u;
         }
     }
     let rss_idle_kb: u64 = rss_idle.iter().filter_map(|(_, v)| *v).sum();
@@ -1042,6 +1103,11 @@ fn main() {
         "latency_video": lat_summary(rep.lat_video),
         "server_cpu_s": server_cpu,
         "server_cpu_total_s": cpu_total,
+        "server_cpu_split": server_cpu_split,
+        "server_cpu_user_us_per_packet": if received > 0 { cpu_user / received as f64 * 1e6 } else { f64::NAN },
+        "server_cpu_sys_us_per_packet": if received > 0 { (cpu_total - cpu_user) / received as f64 * 1e6 } else { f64::NAN },
+        "udp_counters_window": udp_delta,
+        "latency_at_generator_after_processing": lat_summary(rep.lat_app),
         "server_cpu_us_per_packet": if received > 0 { cpu_total / received as f64 * 1e6 } else { f64::NAN },
         "server_cpu_share": cpu_total / window_s,
         "rss_idle_kb": rss_idle_kb,
@@ -1061,6 +1127,7 @@ fn main() {
             "send_lag_p99_us": percentile(&lag, 0.99),
             "send_lag_max_us": lag.last().copied().unwrap_or(0),
             "rx_unstamped": rep.rx_unstamped,
+            "datagrams_without_kernel_timestamp": rep.no_kernel_ts,
             "unknown_source_datagrams": rep.unknown_source,
             "keyframe_requests_received": rep.peers.iter().map(|p| p.5).sum::<u64>(),
         },

@@ -1,9 +1,10 @@
 //! What every generated RTP payload carries, and a VP8 payload descriptor that SFUs parse.
 
-/// Nanoseconds on CLOCK_MONOTONIC: one clock for every thread (and process) of the machine.
+/// Nanoseconds on CLOCK_REALTIME: one clock for every thread and process of the machine, and
+/// the clock of the kernel's receive timestamps (SO_TIMESTAMPNS).
 pub fn now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

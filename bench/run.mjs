@@ -1,0 +1,342 @@
+#!/usr/bin/env node
+// The benchmark, in one command: `node bench/run.mjs` (or `--quick` for a ~2 minute smoke run).
+//
+// For each scenario size it starts a fresh server process (ours, mediasoup with one worker,
+// mediasoup with one worker per core), runs the load generator against it (a separate process),
+// and keeps stepping the size up until the server misses the ceiling criteria (loss >= 0.1% or
+// p99 >= 50 ms). Prints the tables, writes bench/results/<timestamp>.json and a PNG plot.
+//
+// Options: --quick, --duration S, --warmup S, --room 2,4,8 --fanout 10,50 (sizes),
+// --servers ours,mediasoup-1w,mediasoup-2w, --direct 50,200 (generator-only calibration sizes),
+// --threads T (generator threads), --no-wait (do not wait for a quiet machine), --no-plot,
+// --max-failures K (steps past the first miss, default 0).
+import { spawn, execFileSync, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import os from 'node:os'
+
+const BENCH = dirname(fileURLToPath(import.meta.url))
+const LOADGEN = join(BENCH, 'loadgen/target/release/loadgen')
+const MS_WORKER = join(BENCH, 'servers/node_modules/mediasoup/worker/out/Release/mediasoup-worker')
+const VENV_PY = join(BENCH, '.venv/bin/python')
+const HTTP_PORT = 50000
+const GEN_PORT = 50010
+const RTC_MIN = 51000
+const RTC_MAX = 59999
+const LOSS_MAX = 0.001
+const P99_MAX_MS = 50
+
+// ---------------------------------------------------------------------------------------------
+const argv = process.argv.slice(2)
+const flag = (name) => argv.includes(`--${name}`)
+const opt = (name, def) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : def }
+const list = (s) => String(s).split(',').filter(Boolean).map(Number)
+const quick = flag('quick')
+const cfg = {
+  quick,
+  duration: Number(opt('duration', quick ? 4 : 10)),
+  warmup: Number(opt('warmup', quick ? 1 : 3)),
+  room: list(opt('room', quick ? '2,4,8' : '2,4,6,8,10,12,14,16,20,24')),
+  fanout: list(opt('fanout', quick ? '10,50' : '10,25,50,100,150,200,300,400')),
+  direct: list(opt('direct', quick ? '50' : '100,200,400')),
+  servers: String(opt('servers', 'ours,mediasoup-1w,mediasoup-2w')).split(','),
+  threads: Number(opt('threads', 2)),
+  videoKbps: Number(opt('video-kbps', 1000)),
+  maxFailures: Number(opt('max-failures', 0)),
+  wait: !flag('no-wait'),
+  plot: !flag('no-plot'),
+}
+
+const SERVERS = {
+  ours: { label: 'mediaserver-rs', script: 'servers/ours.mjs', args: [] },
+  'mediasoup-1w': { label: 'mediasoup 3.12.16, 1 worker', script: 'servers/mediasoup.mjs', args: ['--workers', '1'] },
+  'mediasoup-2w': { label: 'mediasoup 3.12.16, 2 workers', script: 'servers/mediasoup.mjs', args: ['--workers', String(os.cpus().length)] },
+}
+
+const log = (...a) => console.error(...a)
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+// ---------------------------------------------------------------------------------------------
+// Prerequisites: the generator, mediasoup, matplotlib.
+
+function prepare () {
+  log('== building the load generator (cargo build --release in bench/loadgen)')
+  execFileSync('cargo', ['build', '--release', '--quiet'], { cwd: join(BENCH, 'loadgen'), stdio: 'inherit' })
+  if (cfg.servers.some((s) => s.startsWith('mediasoup'))) {
+    if (!existsSync(MS_WORKER)) {
+      log('== mediasoup 3.12.16 is missing: building it offline (about 4 minutes)')
+      execFileSync('bash', [join(BENCH, 'mediasoup/build_mediasoup_offline.sh'), join(BENCH, 'servers')], { stdio: 'inherit' })
+    }
+  }
+  if (!existsSync(join(BENCH, 'servers/node_modules/sdp-transform'))) {
+    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--ignore-scripts'], { cwd: join(BENCH, 'servers'), stdio: 'inherit' })
+  }
+  if (cfg.plot && spawnSync(VENV_PY, ['-c', 'import matplotlib'], { stdio: 'ignore' }).status !== 0) {
+    log('== installing matplotlib into bench/.venv')
+    execFileSync('python3', ['-m', 'venv', join(BENCH, '.venv')], { stdio: 'inherit' })
+    execFileSync(VENV_PY, ['-m', 'pip', 'install', '--quiet', 'matplotlib'], { stdio: 'inherit' })
+  }
+}
+
+function loadavg () { return os.loadavg().map((x) => Math.round(x * 100) / 100) }
+
+async function waitQuiet () {
+  if (!cfg.wait) return { waited_s: 0, load: loadavg() }
+  const t0 = Date.now()
+  while (os.loadavg()[0] >= 0.7 && Date.now() - t0 < 20 * 60_000) {
+    log(`== 1-minute load ${os.loadavg()[0].toFixed(2)} >= 0.7: waiting (up to 20 minutes)`)
+    await sleep(30_000)
+  }
+  return { waited_s: Math.round((Date.now() - t0) / 1000), load: loadavg(), quiet: os.loadavg()[0] < 0.7 }
+}
+
+function machine () {
+  const sh = (c, a) => { try { return execFileSync(c, a, { encoding: 'utf8' }).trim() } catch { return null } }
+  const lscpu = sh('lscpu', []) ?? ''
+  const field = (k) => lscpu.split('\n').find((l) => l.startsWith(k))?.split(':').slice(1).join(':').trim()
+  return {
+    cpu: field('Model name'), cpus: os.cpus().length, hypervisor: field('Hypervisor vendor') ?? null,
+    mem_gib: Math.round(os.totalmem() / 2 ** 30), kernel: sh('uname', ['-r']), os: sh('sh', ['-c', '. /etc/os-release && echo $PRETTY_NAME']),
+    node: process.version, rustc: sh('rustc', ['--version']),
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One measurement: a fresh server, the generator against it.
+
+function startServer (key) {
+  const s = SERVERS[key]
+  const child = spawn('node', [join(BENCH, s.script), '--port', String(HTTP_PORT), '--rtc-min-port', String(RTC_MIN), '--rtc-max-port', String(RTC_MAX), ...s.args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let err = ''
+  child.stderr.on('data', (d) => { err += d; if (err.length > 20000) err = err.slice(-10000) })
+  return new Promise((resolve, reject) => {
+    let out = ''
+    const timer = setTimeout(() => reject(new Error(`${key} did not start: ${err}`)), 20000)
+    child.stdout.on('data', (d) => {
+      out += d
+      const line = out.split('\n').find((l) => l.startsWith('{'))
+      if (line) { clearTimeout(timer); resolve({ child, info: JSON.parse(line), stderr: () => err }) }
+    })
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`${key} exited (${code}): ${err}`)) })
+  })
+}
+
+async function stopServer (srv) {
+  const { child, info } = srv
+  if (child.exitCode !== null) return
+  const gone = new Promise((r) => child.once('exit', r))
+  child.kill('SIGTERM')
+  const t = setTimeout(() => child.kill('SIGKILL'), 5000)
+  await gone
+  clearTimeout(t)
+  // mediasoup workers end with their parent; make sure before the next server binds ports.
+  for (const [name, pid] of Object.entries(info.pids)) {
+    if (name === 'server' || name === 'node') continue
+    for (let i = 0; i < 50; i++) { try { process.kill(pid, 0) } catch { break } await sleep(100) }
+    try { process.kill(pid, 'SIGKILL') } catch {}
+  }
+}
+
+function runLoadgen (args, timeoutS) {
+  return new Promise((resolve) => {
+    const child = spawn(LOADGEN, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''; let err = ''
+    child.stdout.on('data', (d) => { out += d })
+    child.stderr.on('data', (d) => { err += d; if (err.length > 50000) err = err.slice(-20000) })
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutS * 1000)
+    child.on('exit', (code) => {
+      clearTimeout(t)
+      const line = out.split('\n').find((l) => l.startsWith('{'))
+      if (!line) return resolve({ error: `loadgen exited ${code}: ${err.split('\n').filter((l) => !l.includes(' WARN ')).slice(-8).join(' | ')}` })
+      resolve(JSON.parse(line))
+    })
+  })
+}
+
+function passes (r) {
+  return !r.error && r.setup_ok && r.flowing === r.downstream_connections && r.loss < LOSS_MAX && r.latency.p99_ms < P99_MAX_MS
+}
+
+async function measure (key, scenario, n) {
+  const srv = await startServer(key)
+  await sleep(300)
+  const pids = Object.entries(srv.info.pids).map(([k, v]) => `${k}=${v}`).join(',')
+  const setupTimeout = 20 + n * (scenario === 'room' ? 1 : 0.15)
+  const args = ['--server', `http://127.0.0.1:${HTTP_PORT}`, '--scenario', scenario, '--n', String(n),
+    '--warmup', String(cfg.warmup), '--duration', String(cfg.duration), '--threads', String(cfg.threads),
+    '--port-base', String(GEN_PORT), '--video-kbps', String(cfg.videoKbps), '--setup-timeout', String(setupTimeout), '--server-pids', pids]
+  const r = await runLoadgen(args, setupTimeout * 3 + cfg.warmup + cfg.duration + 60)
+  await stopServer(srv)
+  const err = srv.stderr().split('\n').filter((l) => l && !l.includes(' WARN ')).slice(-5)
+  return { server: key, label: SERVERS[key].label, scenario, n, ...r, server_stderr_tail: err, pass: passes(r) }
+}
+
+async function calibrate (n) {
+  const args = ['--scenario', 'direct', '--n', String(n), '--warmup', String(cfg.warmup), '--duration', String(cfg.duration),
+    '--threads', String(cfg.threads), '--port-base', String(GEN_PORT), '--video-kbps', String(cfg.videoKbps)]
+  const r = await runLoadgen(args, 120 + cfg.duration)
+  return { server: 'none (direct)', scenario: 'direct', n, ...r, pass: passes(r) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables.
+
+const f = (x, d = 1) => (x === undefined || x === null || Number.isNaN(x)) ? '-' : Number(x).toFixed(d)
+const pct = (x) => (x === undefined || x === null || Number.isNaN(x)) ? '-' : (x * 100).toFixed(x < 0.001 ? 3 : 2) + '%'
+
+function row (r) {
+  if (r.error) return [r.n, 'ERROR: ' + r.error.slice(0, 100)]
+  return [
+    r.n, r.downstream_connections, f(r.forwarded_pps, 0), f(r.server_cpu_us_per_packet, 2), f(r.server_cpu_share * 100, 0) + '%',
+    f(r.latency.p50_ms, 3), f(r.latency.p99_ms, 2), f(r.latency.max_ms, 1), pct(r.loss),
+    f(r.rss_load_kb / 1024, 0), f(r.rss_per_connection_kb, 0), f(r.produce_to_answer_ms?.p50, 1), f(r.add_user_to_first_packet_ms?.p50, 0),
+    f(r.generator.cpu_share * 100, 0) + '%', r.pass ? 'ok' : 'MISS',
+  ]
+}
+const HEAD = ['size', 'down conns', 'fwd pkt/s', 'CPU µs/pkt', 'CPU', 'p50 ms', 'p99 ms', 'max ms', 'loss', 'RSS MB', 'KB/conn', 'produce→answer ms', 'addUser→1st pkt ms', 'gen CPU', 'ceiling']
+
+function table (head, rows) {
+  const w = head.map((h, i) => Math.max(String(h).length, ...rows.map((r) => String(r[i] ?? '').length)))
+  const line = (r) => '| ' + r.map((c, i) => String(c ?? '').padStart(w[i])).join(' | ') + ' |'
+  return [line(head), '|' + w.map((x) => '-'.repeat(x + 2)).join('|') + '|', ...rows.map(line)].join('\n')
+}
+
+function ratioRows (results, scenario, other) {
+  const rows = []
+  for (const a of results.filter((r) => r.server === 'ours' && r.scenario === scenario && !r.error)) {
+    const b = results.find((r) => r.server === other && r.scenario === scenario && r.n === a.n && !r.error)
+    if (!b) continue
+    const q = (x, y) => (y ? f(x / y, 2) : '-')
+    rows.push([a.n, q(a.server_cpu_us_per_packet, b.server_cpu_us_per_packet), q(a.forwarded_pps, b.forwarded_pps),
+      q(a.latency.p50_ms, b.latency.p50_ms), q(a.latency.p99_ms, b.latency.p99_ms), q(a.latency.max_ms, b.latency.max_ms),
+      `${pct(a.loss)} / ${pct(b.loss)}`, q(a.rss_load_kb, b.rss_load_kb), q(a.rss_per_connection_kb, b.rss_per_connection_kb),
+      q(a.produce_to_answer_ms?.p50, b.produce_to_answer_ms?.p50), q(a.add_user_to_first_packet_ms?.p50, b.add_user_to_first_packet_ms?.p50)])
+  }
+  return rows
+}
+const RATIO_HEAD = ['size', 'CPU/pkt', 'fwd pkt/s', 'p50', 'p99', 'max', 'loss (ours / theirs)', 'RSS', 'RSS/conn', 'produce→answer', 'addUser→1st pkt']
+
+function ceilings (results) {
+  const out = {}
+  for (const key of cfg.servers) {
+    out[key] = {}
+    for (const sc of ['room', 'fanout']) {
+      const rs = results.filter((r) => r.server === key && r.scenario === sc).sort((a, b) => a.n - b.n)
+      let ceiling = null
+      for (const r of rs) { if (r.pass) ceiling = r.n; else break }
+      const tested = rs.map((r) => r.n)
+      const firstMiss = rs.find((r) => !r.pass)
+      // Latency at half the ceiling load: the measured size closest to half the ceiling.
+      let half = null
+      if (ceiling) {
+        const target = ceiling / 2
+        half = rs.filter((r) => r.pass).reduce((best, r) => (!best || Math.abs(r.n - target) < Math.abs(best.n - target) ? r : best), null)
+      }
+      out[key][sc] = {
+        ceiling, tested, first_miss: firstMiss ? { n: firstMiss.n, loss: firstMiss.loss, p99_ms: firstMiss.latency?.p99_ms, error: firstMiss.error ?? firstMiss.setup_error ?? null } : null,
+        at_half_ceiling: half ? { n: half.n, p50_ms: half.latency.p50_ms, p99_ms: half.latency.p99_ms } : null,
+        // Cost linear in forwarded packets: least squares of server CPU share on forwarded pkt/s.
+        linear_fit: fit(rs.filter((r) => !r.error && r.received_packets > 0).map((r) => [r.forwarded_pps, r.server_cpu_share])),
+      }
+    }
+  }
+  return out
+}
+
+function fit (pts) {
+  if (pts.length < 3) return null
+  const n = pts.length
+  const mx = pts.reduce((s, p) => s + p[0], 0) / n; const my = pts.reduce((s, p) => s + p[1], 0) / n
+  const sxx = pts.reduce((s, p) => s + (p[0] - mx) ** 2, 0); const sxy = pts.reduce((s, p) => s + (p[0] - mx) * (p[1] - my), 0)
+  const syy = pts.reduce((s, p) => s + (p[1] - my) ** 2, 0)
+  const slope = sxy / sxx; const intercept = my - slope * mx
+  return { us_per_packet: Math.round(slope * 1e6 * 100) / 100, idle_cpu_share: Math.round(intercept * 1000) / 1000, r2: Math.round((sxy * sxy) / (sxx * syy) * 1000) / 1000 }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main () {
+  prepare()
+  const started = new Date()
+  const quiet = await waitQuiet()
+  const meta = { started: started.toISOString(), config: cfg, machine: machine(), load_at_start: quiet, criteria: { loss_below: LOSS_MAX, p99_below_ms: P99_MAX_MS } }
+  log(`== machine: ${meta.machine.cpu}, ${meta.machine.cpus} CPUs, kernel ${meta.machine.kernel}; load ${quiet.load.join(' ')}`)
+  const results = []
+  const calibration = []
+
+  // The generator alone (no server): its floor, and a check that it keeps up.
+  for (const n of cfg.direct) {
+    log(`== generator calibration: direct, ${n} publisher→subscriber pairs`)
+    const r = await calibrate(n)
+    calibration.push(r)
+    log(r.error ?? `   ${f(r.forwarded_pps, 0)} pkt/s, p50 ${r.latency.p50_ms} ms, p99 ${r.latency.p99_ms} ms, loss ${pct(r.loss)}, generator CPU ${f(r.generator.cpu_share * 100, 0)}%`)
+  }
+
+  for (const scenario of ['room', 'fanout']) {
+    const sizes = cfg[scenario]
+    const misses = Object.fromEntries(cfg.servers.map((s) => [s, 0]))
+    for (const n of sizes) {
+      for (const key of cfg.servers) {
+        if (misses[key] > cfg.maxFailures) continue
+        log(`== ${scenario} ${scenario === 'room' ? 'N' : 'M'}=${n}: ${SERVERS[key].label}`)
+        let r
+        try { r = await measure(key, scenario, n) } catch (e) { r = { server: key, label: SERVERS[key].label, scenario, n, error: String(e.message ?? e).slice(0, 500), pass: false } }
+        results.push(r)
+        log(r.error ? `   ERROR ${r.error}` : `   ${f(r.forwarded_pps, 0)} pkt/s, CPU ${f(r.server_cpu_us_per_packet, 2)} µs/pkt (${f(r.server_cpu_share * 100, 0)}%), p50 ${r.latency.p50_ms} p99 ${r.latency.p99_ms} max ${r.latency.max_ms} ms, loss ${pct(r.loss)}, flowing ${r.flowing}/${r.downstream_connections}, gen CPU ${f(r.generator.cpu_share * 100, 0)}% ${r.pass ? '' : 'MISS'}`)
+        if (!r.pass) misses[key]++
+      }
+    }
+  }
+  const finished = new Date()
+  const summary = ceilings(results)
+  const out = { ...meta, finished: finished.toISOString(), load_at_end: loadavg(), calibration, results, summary }
+  mkdirSync(join(BENCH, 'results'), { recursive: true })
+  const stamp = started.toISOString().replace(/[:.]/g, '-').slice(0, 19)
+  const file = join(BENCH, 'results', `${stamp}${quick ? '-quick' : ''}.json`)
+  writeFileSync(file, JSON.stringify(out, null, 1))
+
+  // Terminal tables.
+  const md = []
+  md.push(`Machine: ${meta.machine.cpu} (${meta.machine.cpus} CPUs, ${meta.machine.hypervisor ? meta.machine.hypervisor + ' guest' : 'bare metal'}), ${meta.machine.mem_gib} GiB, ${meta.machine.os}, kernel ${meta.machine.kernel}, Node ${meta.machine.node}`)
+  md.push(`Load average (1/5/15 min) at start ${quiet.load.join(' / ')}${quiet.quiet === false ? ' (the machine did not become quiet within 20 minutes)' : ''}, at end ${out.load_at_end.join(' / ')}. Each point: ${cfg.warmup} s warm-up, ${cfg.duration} s measured. Media per publisher: Opus-sized audio 50 pkt/s + VP8-sized video ${cfg.videoKbps} kbit/s at 30 fps.`)
+  md.push('')
+  md.push('Generator alone (direct publisher→subscriber pairs, no server):')
+  md.push(table(['pairs', 'pkt/s', 'p50 ms', 'p99 ms', 'max ms', 'loss', 'gen CPU', 'send lag p99 µs'], calibration.map((r) => r.error ? [r.n, r.error] : [r.n, f(r.forwarded_pps, 0), f(r.latency.p50_ms, 3), f(r.latency.p99_ms, 2), f(r.latency.max_ms, 1), pct(r.loss), f(r.generator.cpu_share * 100, 0) + '%', r.generator.send_lag_p99_us])))
+  for (const scenario of ['room', 'fanout']) {
+    for (const key of cfg.servers) {
+      const rs = results.filter((r) => r.server === key && r.scenario === scenario)
+      if (!rs.length) continue
+      md.push('')
+      md.push(`${scenario === 'room' ? 'Room of N users (all publish, all subscribe)' : 'One publisher, M subscribers'} — ${SERVERS[key].label}`)
+      md.push(table(HEAD, rs.map(row)))
+    }
+    for (const other of cfg.servers.filter((s) => s !== 'ours')) {
+      const rows = ratioRows(results, scenario, other)
+      if (!rows.length) continue
+      md.push('')
+      md.push(`${scenario} — ratio ours / ${SERVERS[other].label} (below 1: ours is lower)`)
+      md.push(table(RATIO_HEAD, rows))
+    }
+  }
+  md.push('')
+  md.push(`Ceiling (largest size with loss < ${LOSS_MAX * 100}% and p99 < ${P99_MAX_MS} ms, every connection receiving):`)
+  md.push(table(['server', 'room N', 'fanout M', 'room at ~half ceiling p50/p99 ms', 'fanout at ~half ceiling p50/p99 ms', 'CPU fit µs/pkt (room, fanout)'], cfg.servers.map((k) => {
+    const s = summary[k]
+    const h = (x) => x.at_half_ceiling ? `N/M=${x.at_half_ceiling.n}: ${x.at_half_ceiling.p50_ms} / ${x.at_half_ceiling.p99_ms}` : '-'
+    const c = (x) => x.ceiling === null ? `< ${x.tested[0]}` : (x.first_miss ? String(x.ceiling) : `>= ${x.ceiling} (largest tested)`)
+    return [SERVERS[k].label, c(s.room), c(s.fanout), h(s.room), h(s.fanout), `${s.room.linear_fit?.us_per_packet ?? '-'} (R² ${s.room.linear_fit?.r2 ?? '-'}), ${s.fanout.linear_fit?.us_per_packet ?? '-'} (R² ${s.fanout.linear_fit?.r2 ?? '-'})`]
+  })))
+  const text = md.join('\n')
+  console.log(text)
+  writeFileSync(file.replace(/\.json$/, '.md'), text + '\n')
+  log(`\n== results: ${file}`)
+
+  if (cfg.plot) {
+    const png = file.replace(/\.json$/, '.png')
+    const p = spawnSync(VENV_PY, [join(BENCH, 'plot.py'), file, png], { stdio: 'inherit' })
+    if (p.status === 0) log(`== plot: ${png}`)
+  }
+}
+
+main().catch((e) => { console.error(e); process.exit(1) })
