@@ -15,7 +15,8 @@ import type {
   ConsumeResponse,
   StopProduceResponse,
   RemoveUserResponse,
-  DeleteRoomResponse
+  DeleteRoomResponse,
+  RoomStats
 } from './index'
 
 /** Where the HTTP server listens. */
@@ -146,6 +147,18 @@ export interface HttpRoutes {
     params: {}
     body: undefined
     response: ServerStats
+  }
+  /** An extension, not in the spec: `media.getStats(room_id)`. */
+  'GET /rooms/:room_id/stats': {
+    params: { room_id: string }
+    body: undefined
+    response: RoomStats
+  }
+  /** An extension, not in the spec: `media.getStats(room_id, user_id)`. */
+  'GET /rooms/:room_id/users/:user_id/stats': {
+    params: { room_id: string; user_id: string }
+    body: undefined
+    response: RoomStats
   }
 }
 

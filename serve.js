@@ -126,8 +126,11 @@ function buildApp (media) {
     media.stopProduce(p(request).room_id, p(request).user_id))
   app.post('/rooms/:room_id/users/:user_id/consume', async (request) =>
     media.consume(p(request).room_id, p(request).user_id, request.body))
-  // an extension: not in the spec
+  // extensions: not in the spec
   app.get('/stats', async () => media.stats())
+  app.get('/rooms/:room_id/stats', async (request) => media.getStats(p(request).room_id))
+  app.get('/rooms/:room_id/users/:user_id/stats', async (request) =>
+    media.getStats(p(request).room_id, p(request).user_id))
   return app
 }
 

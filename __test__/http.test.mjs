@@ -56,12 +56,20 @@ function withoutSdp (value, key, type, what) {
   return rest
 }
 
-/** Poll GET /stats until it deep-equals `expected`. */
+/** stats() without the forwarding totals, which move while media flows. */
+function counts (stats) {
+  const { forwardedPackets, forwardedBytes, ...rest } = stats
+  assert.equal(typeof forwardedPackets, 'number')
+  assert.equal(typeof forwardedBytes, 'number')
+  return rest
+}
+
+/** Poll GET /stats until its counts deep-equal `expected`. */
 async function waitHttpStats (url, expected) {
   let last
   try {
     await waitFor(async () => {
-      last = ok(await request(url, 'GET', '/stats'), 'GET /stats')
+      last = counts(ok(await request(url, 'GET', '/stats'), 'GET /stats'))
       try { assert.deepStrictEqual(last, expected); return true } catch { return false }
     }, { timeout: 10000, message: `GET /stats == ${JSON.stringify(expected)}` })
   } catch (err) {
@@ -128,9 +136,17 @@ test('a full cycle over HTTP: rooms, users, produce, consume (media decoded), mu
     await C.waitAudio('A')
 
     // GET /stats (an extension): exactly what media.stats() says
-    const expected = { rooms: 3, users: 4, upstreamConnections: 1, downstreamConnections: 2, liveConnections: 3, portsInUse: 3 }
+    const expected = { rooms: 3, users: 4, upstreamConnections: 1, downstreamConnections: 2, liveConnections: 3, portsInUse: 3, udpPort: null }
     await waitHttpStats(main.url, expected)
-    assert.deepStrictEqual(ok(await call('GET', '/stats'), 'GET /stats'), await main.media.stats())
+    assert.deepStrictEqual(counts(ok(await call('GET', '/stats'), 'GET /stats')), counts(await main.media.stats()))
+    // GET /rooms/:room_id/stats and …/users/:user_id/stats (extensions): media.getStats()
+    const roomStats = ok(await call('GET', `/rooms/${room}/stats`), 'room stats')
+    assert.deepStrictEqual(roomStats.connections.map((c) => [c.direction, c.userId, c.producerId]),
+      [['upstream', 'A', 'A'], ['downstream', 'B', 'A'], ['downstream', 'C', 'A']])
+    const userStats = ok(await call('GET', `/rooms/${room}/users/C/stats`), 'user stats')
+    assert.deepStrictEqual(userStats.connections.map((c) => [c.direction, c.userId]), [['downstream', 'C']])
+    assert.ok(userStats.connections[0].tracks.every((t) => t.packetsSent > 0), 'C is being sent media')
+    assertError(await call('GET', `/rooms/${room}/users/nobody/stats`), 404, 'USER_NOT_FOUND')
 
     // constraints alone: no answer, no offers; video keeps flowing
     const muted = ok(await call('POST', `/rooms/${room}/users/A/produce`, { body: { constraints: { audio: false } } }), 'mute audio')
@@ -157,7 +173,7 @@ test('a full cycle over HTTP: rooms, users, produce, consume (media decoded), mu
     A.close()
     B.close()
     C.close()
-    await waitHttpStats(main.url, { rooms: 3, users: 4, upstreamConnections: 0, downstreamConnections: 0, liveConnections: 0, portsInUse: 0 })
+    await waitHttpStats(main.url, { rooms: 3, users: 4, upstreamConnections: 0, downstreamConnections: 0, liveConnections: 0, portsInUse: 0, udpPort: null })
 
     // DELETE /rooms/:room_id/users/:user_id (no body at all)
     const removed = ok(await call('DELETE', `/rooms/${room}/users/C`), 'removeUser C')
@@ -171,7 +187,7 @@ test('a full cycle over HTTP: rooms, users, produce, consume (media decoded), mu
     assert.deepStrictEqual(ok(await call('DELETE', `/rooms/${room}`), 'deleteRoom'), { count: 2 })
     assert.deepStrictEqual(ok(await call('DELETE', `/rooms/${bare.room_id}`), 'deleteRoom (bare)'), { count: 0 })
     assert.deepStrictEqual(ok(await call('DELETE', `/rooms/${withUser.room_id}`, { body: {} }), 'deleteRoom (with user)'), { count: 1 })
-    await waitHttpStats(main.url, { rooms: 0, users: 0, upstreamConnections: 0, downstreamConnections: 0, liveConnections: 0, portsInUse: 0 })
+    await waitHttpStats(main.url, { rooms: 0, users: 0, upstreamConnections: 0, downstreamConnections: 0, liveConnections: 0, portsInUse: 0, udpPort: null })
   } finally {
     for (const c of [A, B, C]) c.close()
   }
@@ -222,7 +238,7 @@ test('400 INVALID_ARGUMENT: a body that is not JSON or not an object, bad ids an
   for (const [method, path, opts, what] of bad) {
     assertError(await call(method, path, opts), 400, 'INVALID_ARGUMENT', `${method} ${path.slice(0, 40)}: ${what}`)
   }
-  assert.deepStrictEqual(ok(await call('GET', '/stats'), 'stats'), before, 'the failed calls changed nothing')
+  assert.deepStrictEqual(counts(ok(await call('GET', '/stats'), 'stats')), counts(before), 'the failed calls changed nothing')
   assert.deepStrictEqual(ok(await call('POST', '/rooms/e400/users/B'), 'addUser B'), { id: 'B', userInfo: {}, users: [{ id: 'A', userInfo: {} }] })
   assertError(await call('DELETE', '/rooms/e400-2'), 404, 'ROOM_NOT_FOUND', 'e400-2 was not created')
   assert.deepStrictEqual(ok(await call('DELETE', '/rooms/e400'), 'deleteRoom'), { count: 2 })
@@ -291,7 +307,7 @@ test('409 ROOM_EXISTS, USER_EXISTS, NOT_PRODUCING, NO_PENDING_OFFER', T, async (
   const stray = await makeAnswer(source)
   assertError(await call('POST', '/rooms/e409/users/B/consume', { body: { id: 'A', answer: stray } }), 409, 'NO_PENDING_OFFER', '{id, answer}')
   assertError(await call('POST', '/rooms/e409/users/B/consume', { body: { answers: [{ id: 'A', answer: stray }] } }), 409, 'NO_PENDING_OFFER', '{answers}')
-  assert.deepStrictEqual(ok(await call('GET', '/stats'), 'stats'), before, 'the failed calls changed nothing')
+  assert.deepStrictEqual(counts(ok(await call('GET', '/stats'), 'stats')), counts(before), 'the failed calls changed nothing')
   assert.deepStrictEqual(ok(await call('POST', '/rooms/e409/users/C'), 'addUser C'),
     { id: 'C', userInfo: {}, users: byId([{ id: 'A', userInfo: { a: 1 } }, { id: 'B', userInfo: {} }]) })
   assert.deepStrictEqual(ok(await call('DELETE', '/rooms/e409'), 'deleteRoom'), { count: 3 })
@@ -306,7 +322,7 @@ test('503 RESOURCE_EXHAUSTED: a server with one media port, produce needing two'
     const offer = await makeOffer(source)
     // upstream A + downstream A->B: two ports needed, one available
     assertError(await at('POST', '/rooms/r/users/A/produce', { body: { offer } }), 503, 'RESOURCE_EXHAUSTED', 'produce')
-    await waitHttpStats(one.url, { rooms: 1, users: 2, upstreamConnections: 0, downstreamConnections: 0, liveConnections: 0, portsInUse: 0 })
+    await waitHttpStats(one.url, { rooms: 1, users: 2, upstreamConnections: 0, downstreamConnections: 0, liveConnections: 0, portsInUse: 0, udpPort: null })
   } finally {
     await one.close()
     handles.delete(one)

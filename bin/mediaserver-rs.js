@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 'use strict'
 // mediaserver-rs serve [--host 127.0.0.1] [--port 8080] [--announced-ip IP] [--listen-ip IP]
-//                      [--port-min N --port-max N]
+//                      [--port-min N --port-max N | --udp-port N] [--enable-tcp]
+//                      [--max-rooms N] [--max-users-per-room N] [--max-connections N]
+//                      [--offer-timeout-ms N] [--log-level FILTER]
 // The media-server REST API over HTTP (see serve.js). Prints one line when it listens:
 //   mediaserver-rs listening on http://127.0.0.1:8080
 // SIGINT / SIGTERM: closes everything and exits 0.
@@ -33,6 +35,13 @@ program
   .addOption(new Option('--listen-ip <ip>', 'address media connections bind (default: every interface)'))
   .addOption(new Option('--port-min <port>', 'lowest UDP port for media connections (with --port-max)').argParser(integer(1, 65535)))
   .addOption(new Option('--port-max <port>', 'highest UDP port for media connections (with --port-min)').argParser(integer(1, 65535)))
+  .addOption(new Option('--udp-port <port>', 'single-port mode: every media connection on this one UDP port').argParser(integer(0, 65535)).conflicts(['portMin', 'portMax']))
+  .addOption(new Option('--enable-tcp', 'also offer ICE-TCP candidates, for clients whose UDP is blocked'))
+  .addOption(new Option('--max-rooms <n>', 'refuse rooms past this many (RESOURCE_EXHAUSTED)').argParser(integer(0, 2 ** 31)))
+  .addOption(new Option('--max-users-per-room <n>', 'refuse users past this many in a room').argParser(integer(0, 2 ** 31)))
+  .addOption(new Option('--max-connections <n>', 'refuse connections past this many, upstream and downstream').argParser(integer(0, 2 ** 31)))
+  .addOption(new Option('--offer-timeout-ms <ms>', 'close a downstream whose offer is not answered in time (default 30000)').argParser(integer(1, 2 ** 31)))
+  .addOption(new Option('--log-level <filter>', 'log filter in RUST_LOG syntax (default: MEDIASERVER_LOG, else warn)'))
   .action(async (opts, command) => {
     if ((opts.portMin === undefined) !== (opts.portMax === undefined)) {
       command.error('error: --port-min and --port-max go together')
@@ -44,6 +53,13 @@ program
     if (opts.listenIp !== undefined) options.listenIp = opts.listenIp
     if (opts.announcedIp !== undefined && opts.announcedIp !== '') options.announcedIp = opts.announcedIp
     if (opts.portMin !== undefined) options.portRange = { min: opts.portMin, max: opts.portMax }
+    if (opts.udpPort !== undefined) options.udpPort = opts.udpPort
+    if (opts.enableTcp) options.enableTcp = true
+    if (opts.maxRooms !== undefined) options.maxRooms = opts.maxRooms
+    if (opts.maxUsersPerRoom !== undefined) options.maxUsersPerRoom = opts.maxUsersPerRoom
+    if (opts.maxConnections !== undefined) options.maxConnections = opts.maxConnections
+    if (opts.offerTimeoutMs !== undefined) options.offerTimeoutMs = opts.offerTimeoutMs
+    if (opts.logLevel !== undefined) options.logLevel = opts.logLevel
 
     const { serve } = require('../serve.js')
     let server
