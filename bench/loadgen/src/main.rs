@@ -346,6 +346,7 @@ impl Worker {
         if self.peers[idx].dead.is_some() {
             return;
         }
+        trace_packet("in ", &self.peers[idx].name, data);
         if let Err(e) = self.peers[idx].rtc.handle_input(input) {
             self.peers[idx].dead = Some(format!("handle_input: {e}"));
             return;
@@ -462,6 +463,7 @@ impl Worker {
                     return;
                 }
                 Output::Transmit(t) => {
+                    trace_packet("out", &p.name, &t.contents);
                     let _ = self.sockets[p.sock].send_to(&t.contents, t.destination);
                 }
                 Output::Event(e) => self.event(idx, e),
@@ -532,6 +534,24 @@ impl Worker {
         }
         r
     }
+}
+
+/// With LOADGEN_TRACE set: one stderr line per datagram (time, direction, connection, kind).
+fn trace_packet(dir: &str, name: &str, data: &[u8]) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var_os("LOADGEN_TRACE").is_some()) {
+        return;
+    }
+    let kind = match data.first() {
+        Some(0..=3) => format!("STUN {:02x}{:02x}", data[0], data.get(1).copied().unwrap_or(0)),
+        Some(20..=63) => format!("DTLS ct={} hs={}", data[0], data.get(13).copied().unwrap_or(0)),
+        Some(128..=191) => {
+            let pt = data.get(1).copied().unwrap_or(0);
+            if (192..=223).contains(&pt) { format!("RTCP {pt}") } else { format!("RTP pt={}", pt & 0x7f) }
+        }
+        _ => "?".into(),
+    };
+    eprintln!("{:.3} {dir} {name} {kind} {}B", (now_ns() % 100_000_000_000) as f64 / 1e6, data.len());
 }
 
 /// Audio payloads are small (Opus-sized) and video ones large: the stamp does not carry the
@@ -1055,6 +1075,20 @@ fn main() {
             *e = (*e).min(*first_ns);
         }
     }
+    // And to the connection being up (ICE + DTLS done, as str0m sees it) on the first of them.
+    let mut conn_first: HashMap<usize, u64> = HashMap::new();
+    for (name, user, _, conn_ns, _, _, _) in &rep.peers {
+        if *conn_ns > 0 && g.expect.iter().any(|(n, _)| n == name) {
+            let e = conn_first.entry(*user).or_insert(u64::MAX);
+            *e = (*e).min(*conn_ns);
+        }
+    }
+    let mut connected_ms: Vec<f64> = g
+        .add_ns
+        .iter()
+        .filter_map(|(u, t0)| conn_first.get(u).map(|t1| (*t1 as f64 - *t0 as f64) / 1e6))
+        .collect();
+    connected_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let mut join_ms: Vec<f64> = g
         .add_ns
         .iter()
@@ -1117,6 +1151,7 @@ fn main() {
         "rss_detail": rss_load.iter().map(|(n, v)| json!({"name": n, "kb": v})).collect::<Vec<_>>(),
         "produce_to_answer_ms": stats(&produce_ms),
         "add_user_to_first_packet_ms": stats(&join_ms),
+        "add_user_to_connected_ms": stats(&connected_ms),
         "add_user_ms": stats(&{ let mut v = g.add_user_ms.clone(); v.sort_by(|a, b| a.partial_cmp(b).unwrap()); v }),
         "consume_ms": stats(&{ let mut v = g.consume_ms.clone(); v.sort_by(|a, b| a.partial_cmp(b).unwrap()); v }),
         "generator": {
