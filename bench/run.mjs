@@ -40,6 +40,9 @@ const cfg = {
   room: list(opt('room', quick ? '2,4,8' : '2,4,6,8,10,12,14,16,20,24')),
   fanout: list(opt('fanout', quick ? '10,50' : '10,25,50,100,150,200,300,400')),
   direct: list(opt('direct', quick ? '50' : '100,200,400')),
+  // Generator check: one mid-load point measured again with other generator thread counts;
+  // the same server figures mean the generator was not what limited them.
+  genCheck: opt('gen-check', quick ? '' : 'fanout:100:1,3'),
   servers: String(opt('servers', 'ours,mediasoup-1w,mediasoup-2w')).split(','),
   threads: Number(opt('threads', 2)),
   videoKbps: Number(opt('video-kbps', 1000)),
@@ -158,18 +161,18 @@ function passes (r) {
   return !r.error && r.setup_ok && r.flowing === r.downstream_connections && r.loss < LOSS_MAX && r.latency.p99_ms < P99_MAX_MS
 }
 
-async function measure (key, scenario, n) {
+async function measure (key, scenario, n, threads = cfg.threads) {
   const srv = await startServer(key)
   await sleep(300)
   const pids = Object.entries(srv.info.pids).map(([k, v]) => `${k}=${v}`).join(',')
   const setupTimeout = 20 + n * (scenario === 'room' ? 1 : 0.15)
   const args = ['--server', `http://127.0.0.1:${HTTP_PORT}`, '--scenario', scenario, '--n', String(n),
-    '--warmup', String(cfg.warmup), '--duration', String(cfg.duration), '--threads', String(cfg.threads),
+    '--warmup', String(cfg.warmup), '--duration', String(cfg.duration), '--threads', String(threads),
     '--port-base', String(GEN_PORT), '--video-kbps', String(cfg.videoKbps), '--setup-timeout', String(setupTimeout), '--server-pids', pids]
   const r = await runLoadgen(args, setupTimeout * 3 + cfg.warmup + cfg.duration + 60)
   await stopServer(srv)
   const err = srv.stderr().split('\n').filter((l) => l && !l.includes(' WARN ')).slice(-5)
-  return { server: key, label: SERVERS[key].label, scenario, n, ...r, server_stderr_tail: err, pass: passes(r) }
+  return { server: key, label: SERVERS[key].label, scenario, n, generator_threads: threads, ...r, server_stderr_tail: err, pass: passes(r) }
 }
 
 async function calibrate (n) {
@@ -188,13 +191,13 @@ const pct = (x) => (x === undefined || x === null || Number.isNaN(x)) ? '-' : (x
 function row (r) {
   if (r.error) return [r.n, 'ERROR: ' + r.error.slice(0, 100)]
   return [
-    r.n, r.downstream_connections, f(r.forwarded_pps, 0), f(r.server_cpu_us_per_packet, 2), f(r.server_cpu_share * 100, 0) + '%',
+    r.n, r.downstream_connections, f(r.forwarded_pps, 0), f(r.server_cpu_us_per_packet, 2), `${f(r.server_cpu_user_us_per_packet, 1)} + ${f(r.server_cpu_sys_us_per_packet, 1)}`, f(r.server_cpu_share * 100, 0) + '%',
     f(r.latency.p50_ms, 3), f(r.latency.p99_ms, 2), f(r.latency.max_ms, 1), pct(r.loss),
     f(r.rss_load_kb / 1024, 0), f(r.rss_per_connection_kb, 0), f(r.produce_to_answer_ms?.p50, 1), f(r.add_user_to_first_packet_ms?.p50, 0),
-    f(r.generator.cpu_share * 100, 0) + '%', r.pass ? 'ok' : 'MISS',
+    f(r.generator.cpu_share * 100, 0) + '%', r.udp_counters_window?.RcvbufErrors ?? '-', r.pass ? 'ok' : 'MISS',
   ]
 }
-const HEAD = ['size', 'down conns', 'fwd pkt/s', 'CPU µs/pkt', 'CPU', 'p50 ms', 'p99 ms', 'max ms', 'loss', 'RSS MB', 'KB/conn', 'produce→answer ms', 'addUser→1st pkt ms', 'gen CPU', 'ceiling']
+const HEAD = ['size', 'down conns', 'fwd pkt/s', 'CPU µs/pkt', 'user + sys', 'CPU', 'p50 ms', 'p99 ms', 'max ms', 'loss', 'RSS MB', 'KB/conn', 'produce→answer ms', 'addUser→1st pkt ms', 'gen CPU', 'UDP drops', 'ceiling']
 
 function table (head, rows) {
   const w = head.map((h, i) => Math.max(String(h).length, ...rows.map((r) => String(r[i] ?? '').length)))
@@ -288,9 +291,22 @@ async function main () {
       }
     }
   }
+  // Generator check: the same point with other generator thread counts.
+  const genCheck = []
+  if (cfg.genCheck) {
+    const [scenario, n, threads] = cfg.genCheck.split(':')
+    for (const key of cfg.servers.filter((k) => k !== 'mediasoup-2w')) {
+      const base = results.find((r) => r.server === key && r.scenario === scenario && r.n === Number(n))
+      if (base) genCheck.push(base)
+      for (const t of threads.split(',').map(Number)) {
+        log(`== generator check: ${scenario} ${n}, ${SERVERS[key].label}, ${t} generator thread(s)`)
+        try { genCheck.push(await measure(key, scenario, Number(n), t)) } catch (e) { log(`   ERROR ${e.message}`) }
+      }
+    }
+  }
   const finished = new Date()
   const summary = ceilings(results)
-  const out = { ...meta, finished: finished.toISOString(), load_at_end: loadavg(), calibration, results, summary }
+  const out = { ...meta, finished: finished.toISOString(), load_at_end: loadavg(), calibration, generator_check: genCheck, results, summary }
   mkdirSync(join(BENCH, 'results'), { recursive: true })
   const stamp = started.toISOString().replace(/[:.]/g, '-').slice(0, 19)
   const file = join(BENCH, 'results', `${stamp}${quick ? '-quick' : ''}.json`)
@@ -303,6 +319,13 @@ async function main () {
   md.push('')
   md.push('Generator alone (direct publisher→subscriber pairs, no server):')
   md.push(table(['pairs', 'pkt/s', 'p50 ms', 'p99 ms', 'max ms', 'loss', 'gen CPU', 'send lag p99 µs'], calibration.map((r) => r.error ? [r.n, r.error] : [r.n, f(r.forwarded_pps, 0), f(r.latency.p50_ms, 3), f(r.latency.p99_ms, 2), f(r.latency.max_ms, 1), pct(r.loss), f(r.generator.cpu_share * 100, 0) + '%', r.generator.send_lag_p99_us])))
+  if (genCheck.length) {
+    md.push('')
+    md.push('Generator check (one point measured with 1, 2 and 3 generator threads; same server figures = the generator did not limit them):')
+    md.push(table(['server', 'point', 'gen threads', 'fwd pkt/s', 'CPU µs/pkt', 'p50 ms', 'p99 ms', 'loss', 'gen CPU', 'UDP rcvbuf drops'], genCheck.map((r) => r.error
+      ? [r.label, `${r.scenario} ${r.n}`, r.generator_threads, r.error]
+      : [r.label, `${r.scenario} ${r.n}`, r.generator_threads, f(r.forwarded_pps, 0), f(r.server_cpu_us_per_packet, 2), f(r.latency.p50_ms, 3), f(r.latency.p99_ms, 2), pct(r.loss), f(r.generator.cpu_share * 100, 0) + '%', r.udp_counters_window?.RcvbufErrors])))
+  }
   for (const scenario of ['room', 'fanout']) {
     for (const key of cfg.servers) {
       const rs = results.filter((r) => r.server === key && r.scenario === scenario)
