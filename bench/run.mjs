@@ -241,6 +241,8 @@ function ceilings (results) {
         at_half_ceiling: half ? { n: half.n, p50_ms: half.latency.p50_ms, p99_ms: half.latency.p99_ms } : null,
         // Cost linear in forwarded packets: least squares of server CPU share on forwarded pkt/s.
         linear_fit: fit(rs.filter((r) => !r.error && r.received_packets > 0).map((r) => [r.forwarded_pps, r.server_cpu_share])),
+        // Memory per connection as the slope of RSS (KB) on the number of connections.
+        rss_fit_kb_per_connection: (() => { const x = fit(rs.filter((r) => !r.error && r.rss_load_kb).map((r) => [r.connections, r.rss_load_kb / 1e6])); return x ? x.us_per_packet : null })(),
       }
     }
   }
@@ -344,11 +346,11 @@ async function main () {
   }
   md.push('')
   md.push(`Ceiling (largest size with loss < ${LOSS_MAX * 100}% and p99 < ${P99_MAX_MS} ms, every connection receiving):`)
-  md.push(table(['server', 'room N', 'fanout M', 'room at ~half ceiling p50/p99 ms', 'fanout at ~half ceiling p50/p99 ms', 'CPU fit µs/pkt (room, fanout)'], cfg.servers.map((k) => {
+  md.push(table(['server', 'room N', 'fanout M', 'room at ~half ceiling p50/p99 ms', 'fanout at ~half ceiling p50/p99 ms', 'CPU fit µs/pkt (room, fanout)', 'RSS fit KB/conn (room, fanout)'], cfg.servers.map((k) => {
     const s = summary[k]
     const h = (x) => x.at_half_ceiling ? `N/M=${x.at_half_ceiling.n}: ${x.at_half_ceiling.p50_ms} / ${x.at_half_ceiling.p99_ms}` : '-'
     const c = (x) => x.ceiling === null ? `< ${x.tested[0]}` : (x.first_miss ? String(x.ceiling) : `>= ${x.ceiling} (largest tested)`)
-    return [SERVERS[k].label, c(s.room), c(s.fanout), h(s.room), h(s.fanout), `${s.room.linear_fit?.us_per_packet ?? '-'} (R² ${s.room.linear_fit?.r2 ?? '-'}), ${s.fanout.linear_fit?.us_per_packet ?? '-'} (R² ${s.fanout.linear_fit?.r2 ?? '-'})`]
+    return [SERVERS[k].label, c(s.room), c(s.fanout), h(s.room), h(s.fanout), `${s.room.linear_fit?.us_per_packet ?? '-'} (R² ${s.room.linear_fit?.r2 ?? '-'}), ${s.fanout.linear_fit?.us_per_packet ?? '-'} (R² ${s.fanout.linear_fit?.r2 ?? '-'})`, `${f(s.room.rss_fit_kb_per_connection, 0)}, ${f(s.fanout.rss_fit_kb_per_connection, 0)}`]
   })))
   const text = md.join('\n')
   console.log(text)
