@@ -1,0 +1,37 @@
+// Run by nat.test.mjs inside a private network namespace (only loopback) whose nftables map
+// 127.0.0.2 to 127.0.0.1, as a 1:1 NAT maps a public address to a private one. The server binds
+// 127.0.0.1 and announces 127.0.0.2, so clients can reach it only through the mapping.
+// Prints the result as JSON.
+import { execFileSync } from 'node:child_process'
+import { Client, createServer, closeEverything, candidateLines } from './helpers.mjs'
+
+const nft = (...args) => execFileSync('nft', args)
+nft('add', 'table', 'ip', 'nat')
+nft('add', 'chain', 'ip', 'nat', 'out', '{ type nat hook output priority -100; }')
+nft('add', 'rule', 'ip', 'nat', 'out', 'ip', 'daddr', '127.0.0.2', 'dnat', 'to', '127.0.0.1')
+
+let result
+const server = createServer({ min: 44000, max: 44099 }, { announcedIp: '127.0.0.2' })
+const A = new Client(server, 'nat', 'A')
+const B = new Client(server, 'nat', 'B')
+try {
+  await server.createRoom('nat', { userId: 'A' })
+  await server.addUser('nat', 'B')
+  const res = await A.produce({ audio: true, video: true })
+  const addresses = [res.answer, res.outbound[0].offer].flatMap((d) => candidateLines(d.sdp).map((c) => c.split(' ')[4]))
+  await B.consumeAll(res.outbound, { from: 'A' })
+  const video = await B.waitDecoding('A', { above: 10 })
+  const audio = await B.waitAudio('A')
+  const remote = async (pc) => {
+    const report = await pc.getStats()
+    const pair = [...report.values()].find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded')
+    const candidate = pair && report.get(pair.remoteCandidateId)
+    return candidate?.address || candidate?.ip
+  }
+  result = { addresses: [...new Set(addresses)], framesDecoded: video.video.framesDecoded, audioPackets: audio.audio.packetsReceived, upstreamRemote: await remote(A.upstream), downstreamRemote: await remote(B.downstreams.get('A')) }
+} catch (err) {
+  result = { error: err.message }
+}
+console.log(`NAT-RESULT ${JSON.stringify(result)}`)
+await closeEverything()
+process.exit(0)
