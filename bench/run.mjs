@@ -194,10 +194,10 @@ function row (r) {
     r.n, r.downstream_connections, f(r.forwarded_pps, 0), f(r.server_cpu_us_per_packet, 2), `${f(r.server_cpu_user_us_per_packet, 1)} + ${f(r.server_cpu_sys_us_per_packet, 1)}`, f(r.server_cpu_share * 100, 0) + '%',
     f(r.latency.p50_ms, 3), f(r.latency.p99_ms, 2), f(r.latency.max_ms, 1), pct(r.loss),
     f(r.rss_load_kb / 1024, 0), f(r.rss_per_connection_kb, 0), f(r.produce_to_answer_ms?.p50, 1), f(r.add_user_to_first_packet_ms?.p50, 0),
-    f(r.generator.cpu_share * 100, 0) + '%', r.udp_counters_window?.RcvbufErrors ?? '-', r.pass ? 'ok' : 'MISS',
+    f(r.generator.cpu_share * 100, 0) + '%', r.machine_cpu_window ? f(r.machine_cpu_window.busy_cores - r.server_cpu_share - r.generator.cpu_share, 2) : '-', r.udp_counters_window?.RcvbufErrors ?? '-', (r.pass ? 'ok' : 'MISS') + (r.attempt === 2 ? ' (2nd)' : ''),
   ]
 }
-const HEAD = ['size', 'down conns', 'fwd pkt/s', 'CPU µs/pkt', 'user + sys', 'CPU', 'p50 ms', 'p99 ms', 'max ms', 'loss', 'RSS MB', 'KB/conn', 'produce→answer ms', 'addUser→1st pkt ms', 'gen CPU', 'UDP drops', 'ceiling']
+const HEAD = ['size', 'down conns', 'fwd pkt/s', 'CPU µs/pkt', 'user + sys', 'CPU', 'p50 ms', 'p99 ms', 'max ms', 'loss', 'RSS MB', 'KB/conn', 'produce→answer ms', 'addUser→1st pkt ms', 'gen CPU', 'other CPU', 'UDP drops', 'ceiling']
 
 function table (head, rows) {
   const w = head.map((h, i) => Math.max(String(h).length, ...rows.map((r) => String(r[i] ?? '').length)))
@@ -268,6 +268,7 @@ async function main () {
   const meta = { started: started.toISOString(), config: cfg, machine: machine(), load_at_start: quiet, criteria: { loss_below: LOSS_MAX, p99_below_ms: P99_MAX_MS } }
   log(`== machine: ${meta.machine.cpu}, ${meta.machine.cpus} CPUs, kernel ${meta.machine.kernel}; load ${quiet.load.join(' ')}`)
   const results = []
+  const retried = []
   const calibration = []
 
   // The generator alone (no server): its floor, and a check that it keeps up.
@@ -286,7 +287,15 @@ async function main () {
         if (misses[key] > cfg.maxFailures) continue
         log(`== ${scenario} ${scenario === 'room' ? 'N' : 'M'}=${n}: ${SERVERS[key].label}`)
         let r
-        try { r = await measure(key, scenario, n) } catch (e) { r = { server: key, label: SERVERS[key].label, scenario, n, error: String(e.message ?? e).slice(0, 500), pass: false } }
+        for (let attempt = 1; attempt <= 2; attempt++) {
+          try { r = await measure(key, scenario, n) } catch (e) { r = { server: key, label: SERVERS[key].label, scenario, n, error: String(e.message ?? e).slice(0, 500), pass: false } }
+          r.attempt = attempt
+          // A miss is measured once more (other jobs share this machine); it stays a miss
+          // only if the second measurement misses too. Both are kept in the JSON.
+          if (r.pass || attempt === 2) break
+          log(`   MISS (${r.error ?? `loss ${pct(r.loss)}, p99 ${r.latency?.p99_ms} ms`}, machine busy ${r.machine_cpu_window?.busy_cores ?? '?'} cores): measuring once more`)
+          retried.push(r)
+        }
         results.push(r)
         log(r.error ? `   ERROR ${r.error}` : `   ${f(r.forwarded_pps, 0)} pkt/s, CPU ${f(r.server_cpu_us_per_packet, 2)} µs/pkt (${f(r.server_cpu_share * 100, 0)}%), p50 ${r.latency.p50_ms} p99 ${r.latency.p99_ms} max ${r.latency.max_ms} ms, loss ${pct(r.loss)}, flowing ${r.flowing}/${r.downstream_connections}, gen CPU ${f(r.generator.cpu_share * 100, 0)}% ${r.pass ? '' : 'MISS'}`)
         if (!r.pass) misses[key]++
@@ -308,7 +317,7 @@ async function main () {
   }
   const finished = new Date()
   const summary = ceilings(results)
-  const out = { ...meta, finished: finished.toISOString(), load_at_end: loadavg(), calibration, generator_check: genCheck, results, summary }
+  const out = { ...meta, finished: finished.toISOString(), load_at_end: loadavg(), calibration, generator_check: genCheck, results, first_attempts_that_missed: retried, summary }
   mkdirSync(join(BENCH, 'results'), { recursive: true })
   const stamp = started.toISOString().replace(/[:.]/g, '-').slice(0, 19)
   const file = join(BENCH, 'results', `${stamp}${quick ? '-quick' : ''}.json`)

@@ -738,6 +738,16 @@ fn proc_cpu_split(pid: &str) -> Option<(f64, f64)> {
     Some((ut / clk_tck(), st / clk_tck()))
 }
 
+/// The machine's CPU time by kind (/proc/stat "cpu" line, clock ticks): user, nice, system,
+/// idle, iowait, irq, softirq, steal.
+fn machine_cpu() -> Vec<u64> {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("cpu "))
+        .map(|l| l.split_whitespace().skip(1).take(8).map(|v| v.parse().unwrap_or(0)).collect())
+        .unwrap_or_default()
+}
+
 /// The machine's UDP counters (/proc/net/snmp): datagrams dropped for a full socket buffer.
 fn udp_counters() -> HashMap<String, u64> {
     let s = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
@@ -1016,6 +1026,7 @@ fn main() {
     let cpu0: Vec<Option<(f64, f64)>> = pids.iter().map(|(_, p)| proc_cpu_split(p)).collect();
     let self_cpu0 = proc_cpu("self");
     let udp0 = udp_counters();
+    let mcpu0 = machine_cpu();
     let w0 = Instant::now();
     shared.window_start.store(now_ns(), Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs_f64(args.duration));
@@ -1023,6 +1034,22 @@ fn main() {
     let cpu1: Vec<Option<(f64, f64)>> = pids.iter().map(|(_, p)| proc_cpu_split(p)).collect();
     let self_cpu1 = proc_cpu("self");
     let udp1 = udp_counters();
+    let mcpu1 = machine_cpu();
+    let machine: Value = if mcpu0.len() == 8 && mcpu1.len() == 8 {
+        let d: Vec<f64> = (0..8).map(|i| mcpu1[i].saturating_sub(mcpu0[i]) as f64).collect();
+        let total: f64 = d.iter().sum::<f64>().max(1.0);
+        let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } as f64;
+        json!({
+            "cores": (cores * 100.0).round() / 100.0,
+            "busy_cores": ((total - d[3] - d[4]) / total * cores * 100.0).round() / 100.0,
+            "user_cores": ((d[0] + d[1]) / total * cores * 100.0).round() / 100.0,
+            "system_cores": (d[2] / total * cores * 100.0).round() / 100.0,
+            "softirq_cores": ((d[5] + d[6]) / total * cores * 100.0).round() / 100.0,
+            "steal_cores": (d[7] / total * cores * 100.0).round() / 100.0,
+        })
+    } else {
+        Value::Null
+    };
     let udp_delta: serde_json::Map<String, Value> = ["InErrors", "RcvbufErrors", "SndbufErrors", "InDatagrams", "OutDatagrams"]
         .iter()
         .map(|k| (k.to_string(), json!(udp1.get(*k).copied().unwrap_or(0).saturating_sub(udp0.get(*k).copied().unwrap_or(0)))))
@@ -1141,6 +1168,7 @@ fn main() {
         "server_cpu_user_us_per_packet": if received > 0 { cpu_user / received as f64 * 1e6 } else { f64::NAN },
         "server_cpu_sys_us_per_packet": if received > 0 { (cpu_total - cpu_user) / received as f64 * 1e6 } else { f64::NAN },
         "udp_counters_window": udp_delta,
+        "machine_cpu_window": machine,
         "latency_at_generator_after_processing": lat_summary(rep.lat_app),
         "server_cpu_us_per_packet": if received > 0 { cpu_total / received as f64 * 1e6 } else { f64::NAN },
         "server_cpu_share": cpu_total / window_s,
