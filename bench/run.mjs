@@ -38,7 +38,7 @@ const cfg = {
   duration: Number(opt('duration', quick ? 4 : 10)),
   warmup: Number(opt('warmup', quick ? 1 : 3)),
   room: list(opt('room', quick ? '2,4,8' : '2,4,6,8,10,12,14,16,20,24')),
-  fanout: list(opt('fanout', quick ? '10,50' : '10,25,50,100,150,200,300,400')),
+  fanout: list(opt('fanout', quick ? '10,50' : '10,25,50,100,150,200,300,400,500,600')),
   direct: list(opt('direct', quick ? '50' : '100,200,400')),
   // Generator check: one mid-load point measured again with other generator thread counts;
   // the same server figures mean the generator was not what limited them.
@@ -358,7 +358,7 @@ async function main () {
   md.push(table(['server', 'room N', 'fanout M', 'room at ~half ceiling p50/p99 ms', 'fanout at ~half ceiling p50/p99 ms', 'CPU fit µs/pkt (room, fanout)', 'RSS fit KB/conn (room, fanout)'], cfg.servers.map((k) => {
     const s = summary[k]
     const h = (x) => x.at_half_ceiling ? `N/M=${x.at_half_ceiling.n}: ${x.at_half_ceiling.p50_ms} / ${x.at_half_ceiling.p99_ms}` : '-'
-    const c = (x) => x.ceiling === null ? `< ${x.tested[0]}` : (x.first_miss ? String(x.ceiling) : `>= ${x.ceiling} (largest tested)`)
+    const c = (x) => !x.tested.length ? '-' : x.ceiling === null ? `< ${x.tested[0]}` : (x.first_miss ? String(x.ceiling) : `>= ${x.ceiling} (largest tested)`)
     return [SERVERS[k].label, c(s.room), c(s.fanout), h(s.room), h(s.fanout), `${s.room.linear_fit?.us_per_packet ?? '-'} (R² ${s.room.linear_fit?.r2 ?? '-'}), ${s.fanout.linear_fit?.us_per_packet ?? '-'} (R² ${s.fanout.linear_fit?.r2 ?? '-'})`, `${f(s.room.rss_fit_kb_per_connection, 0)}, ${f(s.fanout.rss_fit_kb_per_connection, 0)}`]
   })))
   const text = md.join('\n')
