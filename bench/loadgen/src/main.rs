@@ -53,6 +53,19 @@ struct Args {
     server_pids: Vec<(String, u32)>,
     setup_timeout: f64,
     room: String,
+    /// Shell commands run just before the window opens and just after it closes (e.g. to
+    /// switch a profiler's instrumentation on and off around the measured packets).
+    hook_start: Option<String>,
+    hook_end: Option<String>,
+}
+
+fn run_hook(cmd: &Option<String>) {
+    if let Some(c) = cmd {
+        let ok = std::process::Command::new("sh").arg("-c").arg(c).status().map(|s| s.success()).unwrap_or(false);
+        if !ok {
+            eprintln!("hook failed: {c}");
+        }
+    }
 }
 
 fn parse_args() -> Args {
@@ -70,6 +83,8 @@ fn parse_args() -> Args {
         server_pids: vec![],
         setup_timeout: 60.0,
         room: "bench".into(),
+        hook_start: None,
+        hook_end: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -92,6 +107,8 @@ fn parse_args() -> Args {
             "--port-base" => a.port_base = v().parse().expect("--port-base"),
             "--setup-timeout" => a.setup_timeout = v().parse().expect("--setup-timeout"),
             "--room" => a.room = v(),
+            "--hook-start" => a.hook_start = Some(v()),
+            "--hook-end" => a.hook_end = Some(v()),
             // name=pid,name=pid: processes whose CPU and RSS count as the server's
             "--server-pids" => {
                 a.server_pids = v()
@@ -1023,6 +1040,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
 
     // The measurement window.
+    run_hook(&args.hook_start);
     let cpu0: Vec<Option<(f64, f64)>> = pids.iter().map(|(_, p)| proc_cpu_split(p)).collect();
     let self_cpu0 = proc_cpu("self");
     let udp0 = udp_counters();
@@ -1055,6 +1073,7 @@ fn main() {
         .map(|k| (k.to_string(), json!(udp1.get(*k).copied().unwrap_or(0).saturating_sub(udp0.get(*k).copied().unwrap_or(0)))))
         .collect();
     let window_s = w0.elapsed().as_secs_f64();
+    run_hook(&args.hook_end);
     let rss_load: Vec<(String, Option<u64>)> = pids.iter().map(|(n, p)| (n.clone(), proc_rss_kb(p))).collect();
     // Packets sent near the end are still in flight.
     std::thread::sleep(Duration::from_millis(500));
