@@ -9,7 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, ReceiverReportBuilder,
+    SenderReportBuilder, Slot, StreamInfo, TaggedPacket,
+};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
@@ -17,13 +23,13 @@ use rtc::sansio::Protocol;
 use tokio::sync::watch;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    MediaEngine, PeerConnection, PeerConnectionBuilder,
     PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState,
     RTCSessionDescription, Registry, SettingEngineBuilder, StatsSelector,
 };
 
 use super::error::{SfuError, SfuResult};
-use super::events::{ConnectionLabel, ConnectionState, EventSink};
+use super::events::{ConnectionLabel, ConnectionState, Direction, EventSink};
 use super::mux::{random_ice_credentials, UdpMux};
 use super::ports::{PortLease, PortPool};
 use super::sdp::{Codec, Kind};
@@ -103,6 +109,15 @@ const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(5);
 /// ...and `failed` this much later: a vanished client is reported within 20 s.
 const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(15);
 const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// webrtc-rs paces its ICE checks, and the steps after them (nomination, the DTLS start, the
+/// first media), by this interval; its 200 ms default made a joiner wait about 600 ms for its
+/// first packet. Candidates are all known up front (non-trickle, host only), so checks are cheap.
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+/// As many checks per candidate pair as fit in webrtc-rs's default 1.4 s window.
+const ICE_MAX_BINDING_REQUESTS: u16 = 70;
+/// Packets a downstream keeps per stream to answer its consumer's NACKs: about 4 s of 1 Mbit/s
+/// video, far more than a round trip. (webrtc-rs's default is 1024.)
+const NACK_HISTORY: u16 = 512;
 
 /// Counts peer connections whose webrtc-rs state is still allocated, for `stats()` and leak
 /// checks: the count drops when webrtc-rs frees the connection (and with it our handler),
@@ -296,6 +311,28 @@ impl Interceptor for KeyframeRequestTap {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// The interceptors a connection needs, by what it carries. An upstream receives: it asks the
+/// producer for lost packets (NACK), reports reception, and feeds transport-wide congestion
+/// control back so the producer's bandwidth estimate ramps up. A downstream sends: it answers
+/// the consumer's NACKs from its history, sends sender reports, and taps keyframe requests.
+/// Neither carries the other's (each stage costs every packet a pass).
+fn interceptors_for(direction: Direction, engine: &mut MediaEngine) -> rtc::shared::error::Result<Registry> {
+    configure_simulcast_extension_headers(engine)?;
+    Ok(match direction {
+        Direction::Upstream => configure_twcc_receiver_only(Registry::new(), engine)?
+            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
+        Direction::Downstream => Registry::new()
+            .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
+            .with(Slot::SenderReport, SenderReportBuilder::new().build())
+            .with(
+                // Last in the chain, so every interceptor has seen the RTCP before it is tapped.
+                Slot::from(14_000),
+                KeyframeRequestTap { read: Default::default(), write: Default::default() },
+            ),
+    })
+}
+
 /// The codecs the server negotiates: exactly those it forwards (Opus, VP8, VP9, H264, AV1),
 /// each video codec with its RTX format. webrtc-rs's default table also has G.722, PCMU, PCMA
 /// and HEVC; a producer offering one of those first would otherwise have it chosen.
@@ -354,18 +391,14 @@ pub async fn build_peer<E: PeerEvents>(ctx: PeerContext<'_>, label: ConnectionLa
     let port = ctx.ports.lease()?;
     let mut media_engine = MediaEngine::default();
     register_forwarded_codecs(&mut media_engine).map_err(|e| SfuError::internal("registering codecs", e))?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)
-        .map_err(|e| SfuError::internal("registering interceptors", e))?
-        .with(
-            // Last in the chain, so every interceptor has seen the RTCP before it is tapped.
-            Slot::from(14_000),
-            KeyframeRequestTap { read: Default::default(), write: Default::default() },
-        );
+    let registry = interceptors_for(label.direction, &mut media_engine)
+        .map_err(|e| SfuError::internal("registering interceptors", e))?;
 
     let mut settings = SettingEngineBuilder::new()
         .with_include_loopback_candidate(true)
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-        .with_ice_timeouts(Some(ICE_DISCONNECTED_TIMEOUT), Some(ICE_FAILED_TIMEOUT), Some(ICE_KEEPALIVE_INTERVAL));
+        .with_ice_timeouts(Some(ICE_DISCONNECTED_TIMEOUT), Some(ICE_FAILED_TIMEOUT), Some(ICE_KEEPALIVE_INTERVAL))
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS));
     let mut builder = PeerConnectionBuilder::new();
     if let Some(mux) = &net.mux {
         // The shared socket routes by our ufrag, so it must be known (and unique) up front.
