@@ -11,7 +11,8 @@
 // --threads T (generator threads), --no-wait (do not wait for a quiet machine), --no-plot,
 // --max-failures K (steps past the first miss, default 0).
 import { spawn, execFileSync, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, writeFileSync, readFileSync, statSync } from 'node:fs'
+import { createHash } from 'node:crypto'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import os from 'node:os'
@@ -92,6 +93,16 @@ async function waitQuiet () {
     await sleep(30_000)
   }
   return { waited_s: Math.round((Date.now() - t0) / 1000), load: loadavg(), quiet: os.loadavg()[0] < 0.7 }
+}
+
+// Which build of our addon was measured (it is rebuilt by others between runs).
+function addonIdentity () {
+  const file = join(BENCH, '..', 'mediaserver-rs.linux-x64-gnu.node')
+  try {
+    const st = statSync(file)
+    const md5 = createHash('md5').update(readFileSync(file)).digest('hex')
+    return { file: 'mediaserver-rs.linux-x64-gnu.node', built: st.mtime.toISOString(), bytes: st.size, md5 }
+  } catch { return null }
 }
 
 function machine () {
@@ -265,7 +276,7 @@ async function main () {
   prepare()
   const started = new Date()
   const quiet = await waitQuiet()
-  const meta = { started: started.toISOString(), config: cfg, machine: machine(), load_at_start: quiet, criteria: { loss_below: LOSS_MAX, p99_below_ms: P99_MAX_MS } }
+  const meta = { started: started.toISOString(), config: cfg, machine: machine(), addon: addonIdentity(), load_at_start: quiet, criteria: { loss_below: LOSS_MAX, p99_below_ms: P99_MAX_MS } }
   log(`== machine: ${meta.machine.cpu}, ${meta.machine.cpus} CPUs, kernel ${meta.machine.kernel}; load ${quiet.load.join(' ')}`)
   const results = []
   const retried = []
@@ -326,6 +337,7 @@ async function main () {
   // Terminal tables.
   const md = []
   md.push(`Machine: ${meta.machine.cpu} (${meta.machine.cpus} CPUs, ${meta.machine.hypervisor ? meta.machine.hypervisor + ' guest' : 'bare metal'}), ${meta.machine.mem_gib} GiB, ${meta.machine.os}, kernel ${meta.machine.kernel}, Node ${meta.machine.node}`)
+  if (meta.addon) md.push(`Our addon: ${meta.addon.file} built ${meta.addon.built}, ${meta.addon.bytes} bytes, md5 ${meta.addon.md5}`)
   md.push(`Load average (1/5/15 min) at start ${quiet.load.join(' / ')}${quiet.quiet === false ? ' (the machine did not become quiet within 20 minutes)' : ''}, at end ${out.load_at_end.join(' / ')}. Each point: ${cfg.warmup} s warm-up, ${cfg.duration} s measured. Media per publisher: Opus-sized audio 50 pkt/s + VP8-sized video ${cfg.videoKbps} kbit/s at 30 fps.`)
   md.push('')
   md.push('Generator alone (direct publisher→subscriber pairs, no server):')
