@@ -490,13 +490,7 @@ impl Room {
         }
         let consuming: Vec<_> = self.downstreams.keys().filter(|k| k.1 == user.id).cloned().collect();
         for key in consuming {
-            let downstream = self.downstreams.remove(&key).expect("key just listed");
-            if let Some(upstream) = self.users.iter().find(|u| u.id == key.0).and_then(|u| u.upstream.as_ref()) {
-                for forwarder in &upstream.forwarders {
-                    forwarder.send(Control::Unsubscribe(user.id.clone()));
-                }
-            }
-            downstream.peer.close().await;
+            self.close_downstream(&key).await;
         }
         let emptied = self.users.is_empty();
         if emptied {
@@ -522,6 +516,18 @@ impl Room {
         tracing::info!(room = %self.id, users = count, ?reason, "room deleted");
         (self.shared.events)(ServerEvent::RoomClosed { room_id: self.id.to_string(), reason });
         Ok(DeleteRoomResponse { count })
+    }
+
+    /// Closes the downstream `key` (producer, consumer): the producer's forwarders stop writing
+    /// to it first.
+    async fn close_downstream(&mut self, key: &(Arc<str>, Arc<str>)) {
+        let Some(downstream) = self.downstreams.remove(key) else { return };
+        if let Some(upstream) = self.users.iter().find(|u| u.id == key.0).and_then(|u| u.upstream.as_ref()) {
+            for forwarder in &upstream.forwarders {
+                forwarder.send(Control::Unsubscribe(key.1.clone()));
+            }
+        }
+        downstream.peer.close().await;
     }
 
     /// Closes a producer's upstream and every downstream carrying it.
@@ -616,13 +622,7 @@ impl Room {
         if !self.downstreams.get(&key).is_some_and(|d| d.pending_offer && d.offer_serial == serial) {
             return; // answered, replaced or closed in the meantime
         }
-        let downstream = self.downstreams.remove(&key).expect("checked above");
-        if let Some(upstream) = self.users.iter().find(|u| u.id == key.0).and_then(|u| u.upstream.as_ref()) {
-            for forwarder in &upstream.forwarders {
-                forwarder.send(Control::Unsubscribe(key.1.clone()));
-            }
-        }
-        downstream.peer.close().await;
+        self.close_downstream(&key).await;
         let timeout_ms = self.shared.offer_timeout.map_or(0, |t| t.as_millis() as u64);
         tracing::warn!(room = %self.id, user = %key.1, producer = %key.0, timeout_ms, "offer not answered in time: downstream closed");
         (self.shared.events)(ServerEvent::OfferTimeout {
