@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import {
-  Client, createServer, closeServer, closeEverything, expectCode, waitFor, sleep, statsOf, safeJson
+  Client, createServer, closeServer, closeEverything, expectCode, waitFor, sleep, statsOf, safeJson, startCall
 } from './helpers.mjs'
 
 const require = createRequire(import.meta.url)
@@ -44,11 +44,7 @@ test('connect, mute and leave: connection states, constraint changes and the roo
   const A = new Client(server, 'ev', 'A')
   const B = new Client(server, 'ev', 'B')
   try {
-    await server.createRoom('ev', { userId: 'A' })
-    await server.addUser('ev', 'B')
-    const res = await A.produce({ audio: true, video: true })
-    await B.consumeAll(res.outbound, { from: 'A' })
-    await B.waitDecoding('A')
+    await startCall(server, 'ev', A, B)
 
     const up = await rec.find((e) => upstreamOf('A')(e) && e.state === 'connected', { message: 'A\'s upstream connected' })
     assert.deepStrictEqual(Object.keys(up), ['type', 'roomId', 'userId', 'producerId', 'direction', 'state', 'at'])

@@ -559,6 +559,19 @@ export async function deliver (produceResponse, clients) {
 }
 
 /**
+ * The simplest call: `producer` (a Client) creates `room` and produces audio and video;
+ * `consumer` joins, consumes it, and decodes. Returns the produce response.
+ */
+export async function startCall (server, room, producer, consumer) {
+  await server.createRoom(room, { userId: producer.userId })
+  await server.addUser(room, consumer.userId)
+  const res = await producer.produce({ audio: true, video: true })
+  await consumer.consumeAll(res.outbound, { from: producer.userId })
+  await consumer.waitDecoding(producer.userId)
+  return res
+}
+
+/**
  * Close every client, source and server this process made. Call it from the file's final
  * `after` hook before exiting.
  */

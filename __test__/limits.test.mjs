@@ -3,7 +3,7 @@
 
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { Client, createServer, closeServer, closeEverything, expectCode, statsOf, withTimeout, safeJson } from './helpers.mjs'
+import { Client, createServer, closeServer, closeEverything, expectCode, statsOf, withTimeout, safeJson, startCall } from './helpers.mjs'
 
 const T = { timeout: 90000 }
 
@@ -37,11 +37,7 @@ test('maxConnections: a join that needs one connection too many is refused; the 
   const A = new Client(server, 'cap', 'A')
   const B = new Client(server, 'cap', 'B')
   try {
-    await server.createRoom('cap', { userId: 'A' })
-    await server.addUser('cap', 'B')
-    const res = await A.produce({ audio: true, video: true }) // A's upstream + A -> B: two connections
-    await B.consumeAll(res.outbound, { from: 'A' })
-    await B.waitDecoding('A')
+    await startCall(server, 'cap', A, B) // A's upstream + A -> B: two connections
     const before = await statsOf(server)
     const err = await expectCode(withTimeout(server.addUser('cap', 'C'), 5000, 'addUser past maxConnections'), 'RESOURCE_EXHAUSTED')
     assert.match(err.message, /maxConnections/)

@@ -3,7 +3,7 @@
 
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { Client, createServer, closeServer, closeEverything, expectCode, sleep, safeJson } from './helpers.mjs'
+import { Client, createServer, closeServer, closeEverything, expectCode, sleep, safeJson, startCall } from './helpers.mjs'
 
 const T = { timeout: 90000 }
 
@@ -19,10 +19,7 @@ test('getStats: per connection packets, bytes, bitrates, loss, jitter, RTT, feed
   const A = new Client(server, 'st', 'A')
   const B = new Client(server, 'st', 'B')
   try {
-    await server.createRoom('st', { userId: 'A' })
-    await server.addUser('st', 'B')
-    const res = await A.produce({ audio: true, video: true })
-    await B.consumeAll(res.outbound, { from: 'A' })
+    await startCall(server, 'st', A, B)
     await B.waitDecoding('A', { above: 30 })
     await B.waitAudio('A')
     await sleep(1500) // a receiver report or two from B
@@ -92,11 +89,7 @@ test('stats(): forwarded packets and bytes grow while media flows, and stop grow
   try {
     const idle = await server.stats()
     assert.deepStrictEqual([idle.forwardedPackets, idle.forwardedBytes, idle.udpPort], [0, 0, null])
-    await server.createRoom('fw', { userId: 'A' })
-    await server.addUser('fw', 'B')
-    const res = await A.produce({ audio: true, video: true })
-    await B.consumeAll(res.outbound, { from: 'A' })
-    await B.waitDecoding('A')
+    await startCall(server, 'fw', A, B)
     const s1 = await server.stats()
     await sleep(1500)
     const s2 = await server.stats()
