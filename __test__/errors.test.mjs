@@ -28,8 +28,13 @@ async function teardown (server, clients = []) {
 }
 
 /** stats() must still be `before` (exactly). */
+/** stats() but the forwarding totals, which move on their own while media flows. */
+function holdings ({ forwardedPackets, forwardedBytes, ...rest }) {
+  return rest
+}
+
 async function assertUnchanged (server, before, what) {
-  assert.deepStrictEqual(await server.stats(), before, `${what}: the failed call changed stats()`)
+  assert.deepStrictEqual(holdings(await server.stats()), holdings(before), `${what}: the failed call changed stats()`)
 }
 
 /** Room with A producing audio+video and B consuming it (media flowing). */
