@@ -9,6 +9,12 @@ const nft = (...args) => execFileSync('nft', args)
 nft('add', 'table', 'ip', 'nat')
 nft('add', 'chain', 'ip', 'nat', 'out', '{ type nat hook output priority -100; }')
 nft('add', 'rule', 'ip', 'nat', 'out', 'ip', 'daddr', '127.0.0.2', 'dnat', 'to', '127.0.0.1')
+// And nothing of the server's leaves un-mapped: a packet from its ports that is not part of a
+// flow a client opened through the mapping is dropped, so no direct (peer-reflexive) path can
+// stand in for the announced one.
+nft('add', 'table', 'ip', 'nonat')
+nft('add', 'chain', 'ip', 'nonat', 'out', '{ type filter hook output priority 0; }')
+nft('add', 'rule', 'ip', 'nonat', 'out', 'ip', 'saddr', '127.0.0.1', 'udp', 'sport', '44000-44099', 'ct', 'status', 'and', 'dnat', '==', '0', 'drop')
 
 let result
 const server = createServer({ min: 44000, max: 44099 }, { announcedIp: '127.0.0.2' })

@@ -1,7 +1,8 @@
 // announcedIp behind a real 1:1 mapping: in a private network namespace (`unshare -n`, only
 // loopback, so nothing can leave the machine), nftables maps 127.0.0.2 to 127.0.0.1. The server
 // binds 127.0.0.1 and announces 127.0.0.2: its candidates name only the announced address, and
-// the call works through the mapping.
+// the call works through the mapping (the server's packets outside a mapped flow are dropped, so
+// no direct path can stand in for it).
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
