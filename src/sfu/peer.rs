@@ -54,10 +54,6 @@ pub struct NetworkConfig {
 }
 
 impl NetworkConfig {
-    pub fn ips(&self) -> Vec<IpAddr> {
-        self.listen.iter().map(|l| l.ip).collect()
-    }
-
     /// The announced address for a candidate on `ip`: the listen entry's own, or that of a
     /// wildcard entry (whose candidates carry the interfaces' addresses).
     fn announced_for(&self, ip: IpAddr) -> Option<IpAddr> {
