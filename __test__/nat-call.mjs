@@ -3,7 +3,7 @@
 // 127.0.0.1 and announces 127.0.0.2, so clients can reach it only through the mapping.
 // Prints the result as JSON.
 import { execFileSync } from 'node:child_process'
-import { Client, createServer, closeEverything, candidateLines } from './helpers.mjs'
+import { Client, createServer, closeEverything, candidateLines, startCall } from './helpers.mjs'
 
 const nft = (...args) => execFileSync('nft', args)
 nft('add', 'table', 'ip', 'nat')
@@ -21,11 +21,8 @@ const server = createServer({ min: 44000, max: 44099 }, { announcedIp: '127.0.0.
 const A = new Client(server, 'nat', 'A')
 const B = new Client(server, 'nat', 'B')
 try {
-  await server.createRoom('nat', { userId: 'A' })
-  await server.addUser('nat', 'B')
-  const res = await A.produce({ audio: true, video: true })
+  const res = await startCall(server, 'nat', A, B)
   const addresses = [res.answer, res.outbound[0].offer].flatMap((d) => candidateLines(d.sdp).map((c) => c.split(' ')[4]))
-  await B.consumeAll(res.outbound, { from: 'A' })
   const video = await B.waitDecoding('A', { above: 10 })
   const audio = await B.waitAudio('A')
   const remote = async (pc) => {
