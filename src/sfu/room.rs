@@ -285,11 +285,10 @@ impl Room {
             let patch = request.constraints.expect("parse_produce requires offer or constraints");
             return self.set_constraints(index, patch);
         };
-        let sections = sdp::check_description(&offer.sdp_type, &offer.sdp, "offer")?;
-        let sends = sdp::check_producer_offer(&sections)?;
-        let remote = RTCSessionDescription::offer(offer.sdp)
+        let plan = sdp::read_producer_offer(&offer.sdp_type, &offer.sdp)?;
+        let remote = RTCSessionDescription::offer(plan.sdp.clone())
             .map_err(|e| SfuError::InvalidSdp(format!("the offer does not parse: {e}")))?;
-        let derived = Constraints { audio: sends.sends_audio, video: sends.sends_video };
+        let derived = Constraints { audio: plan.sends.sends_audio, video: plan.sends.sends_video };
         let constraints = request.constraints.map_or(derived, |patch| patch.apply(derived));
 
         // 1. The upstream: a new connection, or a renegotiation of the existing one.
@@ -299,7 +298,7 @@ impl Room {
             None => self.open_upstream(&producer_id).await.map(|u| (u, true)),
         };
         let (mut upstream, is_new) = fresh?;
-        let answer = match answer_offer(&upstream.peer, remote, &sections).await {
+        let answer = match answer_offer(&upstream.peer, remote, &plan.sends).await {
             Ok(answer) => answer,
             Err(e) => {
                 self.discard_upstream(index, upstream, is_new).await;
@@ -689,7 +688,7 @@ async fn close_all(downstreams: impl Iterator<Item = Downstream>) {
 async fn answer_offer(
     peer: &Peer,
     remote: RTCSessionDescription,
-    offer_sections: &[sdp::MediaSection],
+    sends: &sdp::ProducerOffer,
 ) -> SfuResult<(String, [Option<Codec>; 2])> {
     let pc = &peer.pc;
     pc.set_remote_description(remote)
@@ -701,7 +700,6 @@ async fn answer_offer(
         .map_err(|e| SfuError::internal("applying the answer", e))?;
     let answer = peer.complete_local_description().await?;
     let mut codecs = sdp::negotiated_codecs(&sdp::media_sections(&answer.sdp)?);
-    let sends = sdp::check_producer_offer(offer_sections)?;
     for (kind, sent) in [(Kind::Audio, sends.sends_audio), (Kind::Video, sends.sends_video)] {
         if !sent {
             codecs[kind.index()] = None;

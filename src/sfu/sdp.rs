@@ -247,6 +247,23 @@ pub fn check_producer_offer(sections: &[MediaSection]) -> SfuResult<ProducerOffe
     Ok(offer)
 }
 
+/// A producer's offer as the server will apply it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerOfferPlan {
+    /// The SDP handed to webrtc-rs: the offer, with whatever the server must change in it.
+    pub sdp: String,
+    pub sends: ProducerOffer,
+    pub sections: Vec<MediaSection>,
+}
+
+/// Checks a producer's offer (size, type, shape, the producer rules) and prepares the SDP the
+/// server applies.
+pub fn read_producer_offer(sdp_type: &str, sdp: &str) -> SfuResult<ProducerOfferPlan> {
+    let sections = check_description(sdp_type, sdp, "offer")?;
+    let sends = check_producer_offer(&sections)?;
+    Ok(ProducerOfferPlan { sdp: sdp.to_owned(), sends, sections })
+}
+
 /// The codec negotiated per kind, read from the server's own answer to a producer: the first
 /// non-repair format of each receiving section (the one the producer sends with).
 pub fn negotiated_codecs(answer_sections: &[MediaSection]) -> [Option<Codec>; 2] {
