@@ -80,7 +80,9 @@ export declare const httpStatus: Readonly<{
 /**
  * The body of every error response. The status is `httpStatus[code]`, except for errors of the
  * HTTP layer itself, all `INVALID_ARGUMENT`: an unknown route or method is 404, a body over
- * 1 MiB is 413, a body that is not JSON or not a JSON object is 400.
+ * 1 MiB is 413, a request line and headers over Node's 16 KiB is 431, a request not received in
+ * time is 408; a body that is not JSON or not a JSON object, a path that is not valid
+ * percent-encoding, and a request that is not HTTP are 400.
  */
 export interface HttpErrorBody {
   error: {
@@ -90,7 +92,7 @@ export interface HttpErrorBody {
 }
 
 /** Every status an error response can have. */
-export type HttpErrorStatus = 400 | 404 | 409 | 413 | 500 | 503
+export type HttpErrorStatus = 400 | 404 | 408 | 409 | 413 | 431 | 500 | 503
 
 /**
  * Every route: its path parameters, the JSON body it reads (`undefined`: no body, which is the

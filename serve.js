@@ -9,6 +9,7 @@
 //   ...
 //   await http.close()
 
+const { STATUS_CODES } = require('node:http')
 const Fastify = require('fastify')
 
 /** The HTTP status of every error code (the spec's error table). */
@@ -29,6 +30,9 @@ const httpStatus = Object.freeze({
 /** Request bodies up to this size reach the addon (which rejects an SDP over 64 KiB itself). */
 const BODY_LIMIT = 1024 * 1024
 
+/** fastify's limit on one path parameter (an id); longer ones are INVALID_ARGUMENT like any bad id. */
+const MAX_PARAM_LENGTH = 16 * 1024
+
 /** The keys serve() reads itself; every other key is a MediaServer constructor option. */
 const SERVE_KEYS = new Set(['host', 'port', 'media'])
 
@@ -47,9 +51,13 @@ function errorReply (err) {
   const code = err && typeof err.code === 'string' ? err.code : undefined
   const message = err && typeof err.message === 'string' && err.message ? err.message : String(err)
   if (code && Object.hasOwn(httpStatus, code)) return [httpStatus[code], code, message]
-  // fastify's own errors (FST_ERR_…): a body it could not read, a bad Content-Type
+  // fastify's own errors (FST_ERR_…): a body it could not read, a bad Content-Type, a bad path
   const status = err && Number.isInteger(err.statusCode) ? err.statusCode : 500
   if (status === 413) return [413, 'INVALID_ARGUMENT', `the request body is larger than ${BODY_LIMIT} bytes`]
+  if (code === 'FST_ERR_BAD_URL') return [400, 'INVALID_ARGUMENT', `the path is not valid percent-encoded UTF-8 (${message})`]
+  if (code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    return [400, 'INVALID_ARGUMENT', `a path parameter is longer than ${MAX_PARAM_LENGTH} characters`]
+  }
   if (status === 415) return [400, 'INVALID_ARGUMENT', 'the Content-Type header cannot be parsed']
   if (status >= 400 && status < 500) return [400, 'INVALID_ARGUMENT', message]
   return [500, 'INTERNAL', message]
@@ -69,6 +77,33 @@ function parseBody (request, text, done) {
     return done(new HttpError(400, 'INVALID_ARGUMENT', `the request body is not valid JSON (${err.message})`))
   }
   done(null, value)
+}
+
+/**
+ * The answer to a request Node's HTTP parser rejected (not HTTP, a header over Node's 16 KiB
+ * limit, too slow): fastify's default writes a body of its own shape. There is no request yet;
+ * the connection is closed after it, as Node does.
+ */
+function clientErrorHandler (err, socket) {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const [status, message] = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+    ? [408, 'the request did not arrive in time']
+    : err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'the request line and headers are larger than the server accepts']
+      : [400, `the request is not valid HTTP (${err.code ?? err.message})`]
+  const body = JSON.stringify({ error: { code: 'INVALID_ARGUMENT', message } })
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
+      'Content-Type: application/json; charset=utf-8\r\n' +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  }
+  socket.destroy(err)
+}
+
+/** The 404 of an unknown route or method (the spec has no 405). */
+function sendNoRoute (request, reply) {
+  const path = request.url.split('?')[0]
+  return reply.code(404).send({ error: { code: 'INVALID_ARGUMENT', message: `no route ${request.method} ${path}` } })
 }
 
 /** Rejects a body that is present but not a JSON object (`null`, arrays, strings, numbers). */
@@ -92,9 +127,24 @@ function buildApp (media) {
     logger: false,
     bodyLimit: BODY_LIMIT,
     // ids of any length reach the addon, which has the last word on them
-    routerOptions: { maxParamLength: 16 * 1024 },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // answer requests that arrive while closing normally (fastify's own 503 body is not ours)
-    return503OnClosing: false
+    return503OnClosing: false,
+    // what fails before routing (a path that is not valid percent-encoding, a path parameter
+    // over MAX_PARAM_LENGTH) gets the spec's error body too
+    frameworkErrors (err, request, reply) {
+      const [status, code, message] = errorReply(err)
+      return reply.code(status).send({ error: { code, message } })
+    },
+    clientErrorHandler
+  })
+
+  // The first hook of every request, the 404 handler's included.
+  app.addHook('onRequest', async (request, reply) => {
+    // no route: answered here, without reading a body it would not use
+    if (request.is404) return sendNoRoute(request, reply)
+    // a Content-Type that is present but empty is no Content-Type (fastify would answer 415)
+    if (request.raw.headers['content-type'] === '') delete request.raw.headers['content-type']
   })
 
   app.removeAllContentTypeParsers()
@@ -105,12 +155,7 @@ function buildApp (media) {
     const [status, code, message] = errorReply(err)
     return reply.code(status).send({ error: { code, message } })
   })
-  app.setNotFoundHandler(async (request, reply) => {
-    const path = request.url.split('?')[0]
-    return reply.code(404).send({
-      error: { code: 'INVALID_ARGUMENT', message: `no route ${request.method} ${path}` }
-    })
-  })
+  app.setNotFoundHandler(async (request, reply) => sendNoRoute(request, reply))
 
   const p = (request) => request.params
   app.post('/rooms', async (request) => media.createRoom(null, request.body))

@@ -3,11 +3,12 @@
 // produce and consume over HTTP exactly as it does against the addon.
 
 import assert from 'node:assert/strict'
+import http from 'node:http'
 
 /**
  * One request. `body` (any JSON value) is sent as JSON; `raw` is sent as is, with
- * `contentType` (default application/json; null: no Content-Type header). Resolves to {status, contentType, body, text}
- * (`body` is the parsed JSON, or undefined when the response is not JSON).
+ * `contentType` (default application/json; null: no Content-Type header). Resolves to {status, contentType,
+ * headers, body, text} (`body` is the parsed JSON, or undefined when the response is not JSON).
  */
 export async function request (baseUrl, method, path, { body, raw, contentType = 'application/json' } = {}) {
   const init = { method, headers: {} }
@@ -23,7 +24,32 @@ export async function request (baseUrl, method, path, { body, raw, contentType =
   const text = await res.text()
   let parsed
   try { parsed = JSON.parse(text) } catch { parsed = undefined }
-  return { status: res.status, contentType: res.headers.get('content-type'), body: parsed, text }
+  return { status: res.status, contentType: res.headers.get('content-type'), headers: res.headers, body: parsed, text }
+}
+
+/**
+ * One request through node:http, which sends the path and the headers exactly as given (fetch
+ * would normalise the URL, and drops or adds a Content-Type): `headers` is the complete set
+ * besides Host and the body's framing. Resolves to the same shape as `request()`, with `headers`
+ * a plain object.
+ */
+export function rawRequest (baseUrl, method, path, { headers = {}, raw } = {}) {
+  const { hostname, port } = new URL(baseUrl)
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: hostname, port, method, path, headers }, (res) => {
+      const chunks = []
+      res.on('data', (c) => chunks.push(c))
+      res.on('error', reject)
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8')
+        let parsed
+        try { parsed = JSON.parse(text) } catch { parsed = undefined }
+        resolve({ status: res.statusCode, contentType: res.headers['content-type'], headers: res.headers, body: parsed, text })
+      })
+    })
+    req.on('error', reject)
+    req.end(raw)
+  })
 }
 
 /**

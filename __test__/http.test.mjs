@@ -9,13 +9,14 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import net from 'node:net'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import {
   Client, closeEverything, createSource, makeOffer, makeAnswer, assertServerSdp, byId, waitFor,
   withTimeout, safeJson
 } from './helpers.mjs'
-import { request, assertError, HttpMediaServer } from './http-client.mjs'
+import { request, rawRequest, assertError, HttpMediaServer } from './http-client.mjs'
 
 const require = createRequire(import.meta.url)
 const { serve } = require('../serve.js')
@@ -393,6 +394,79 @@ test('serve() options: validation, a listen error, the MediaServer constructor e
   await assert.rejects(serve({ host: '127.0.0.1', port: 0, listenIp: 'not an ip' }), (err) => err.code === 'INVALID_ARGUMENT')
   await assert.rejects(serve({ host: '127.0.0.1', port: main.port, listenIp: '127.0.0.1' }), (err) => err.code === 'EADDRINUSE')
   assert.equal(ok(await call('GET', '/stats'), 'the main server still answers').upstreamConnections, 0)
+})
+
+// ---------------------------------------------------------------------------------------
+// Errors of the HTTP layer itself, before any route: the spec's body too
+
+/** Write `text` on a fresh TCP connection and read until the server closes it. */
+function exchange (url, text) {
+  const { hostname, port } = new URL(url)
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => socket.write(text))
+    let data = ''
+    socket.setEncoding('latin1')
+    socket.on('data', (d) => { data += d })
+    socket.on('error', reject)
+    socket.on('close', () => resolve(data))
+  })
+}
+
+/** A raw HTTP/1.1 response as the `request()` shape (one response, Content-Length framed). */
+function parseResponse (data) {
+  const head = data.slice(0, data.indexOf('\r\n\r\n'))
+  const text = Buffer.from(data.slice(head.length + 4), 'latin1').toString('utf8')
+  const headers = Object.fromEntries(head.split('\r\n').slice(1).map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]))
+  let body
+  try { body = JSON.parse(text) } catch {}
+  return { status: Number(/^HTTP\/1\.1 (\d{3}) /.exec(head)?.[1]), contentType: headers['content-type'], headers, body, text }
+}
+
+test('a path that is not valid percent-encoding, an unknown method, a request that is not HTTP, headers over 16 KiB: the spec\'s error body', T, async () => {
+  const before = counts(ok(await call('GET', '/stats'), 'stats'))
+  // node:http sends these paths byte for byte (fetch would re-encode them)
+  for (const [method, path] of [
+    ['GET', '/rooms/%ZZ/stats'], ['POST', '/rooms/%ZZ'], ['POST', '/rooms/%E0%A4%A/users/x'], ['DELETE', '/rooms/%'],
+    ['POST', '/rooms/r/users/%C3%28'], ['DELETE', '/rooms/r/users/u%FF/produce']
+  ]) {
+    const message = assertError(await rawRequest(main.url, method, path, { headers: { 'content-type': 'application/json' }, raw: '{}' }),
+      400, 'INVALID_ARGUMENT', `${method} ${path}`)
+    assert.match(message, /percent-encod/, `${method} ${path}: the message says what is wrong`)
+  }
+  // methods Node parses but no route has: 404 like any unknown route (the spec has no 405)
+  for (const method of ['OPTIONS', 'PURGE', 'SEARCH', 'QUERY', 'PROPFIND']) {
+    const message = assertError(await rawRequest(main.url, method, '/rooms/e-any'), 404, 'INVALID_ARGUMENT', method)
+    assert.match(message, new RegExp(`^no route ${method} /rooms/e-any$`))
+  }
+  // Node's parser rejects these before there is a request at all
+  for (const [text, status, what] of [
+    ['GET /stats HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n', 400, 'a header line without a colon'],
+    ['BREW /stats HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'a method HTTP does not have'],
+    ['POST /rooms/r HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n{}', 400, 'two Content-Lengths'],
+    [`GET /rooms/${'r'.repeat(20000)}/stats HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'a request line over 16 KiB']
+  ]) {
+    assertError(parseResponse(await exchange(main.url, text)), status, 'INVALID_ARGUMENT', what)
+  }
+  assert.deepStrictEqual(counts(ok(await call('GET', '/stats'), 'stats')), before, 'none of them reached the MediaServer')
+  assertError(await call('DELETE', `/rooms/${encodeURIComponent('%ZZ')}`), 404, 'ROOM_NOT_FOUND', 'no room "%ZZ" was made')
+})
+
+test('a Content-Type header that is empty, or absent, is read as JSON (node:http, headers exactly as given)', T, async () => {
+  const at = (method, path, opts) => rawRequest(main.url, method, path, opts)
+  const A = { id: 'A', userInfo: { via: 'empty' } }
+  const B = { id: 'B', userInfo: { via: 'absent' } }
+  assert.deepStrictEqual(ok(await at('POST', '/rooms/ctype', { headers: { 'content-type': '' }, raw: '{"userId": "A", "userInfo": {"via": "empty"}}' }), 'empty Content-Type'),
+    { room_id: 'ctype', user_id: 'A', users: [], userInfo: A.userInfo })
+  assert.deepStrictEqual(ok(await at('POST', '/rooms/ctype/users/B', { raw: '{"userInfo": {"via": "absent"}}' }), 'no Content-Type'),
+    { ...B, users: [A] })
+  const C = ok(await at('POST', '/rooms/ctype/users/C', { headers: { 'content-type': '', 'transfer-encoding': 'chunked' }, raw: '{"userInfo": 3}' }), 'empty Content-Type, chunked')
+  assert.deepStrictEqual({ ...C, users: byId(C.users) }, { id: 'C', userInfo: 3, users: [A, B] })
+  // read as JSON, not ignored: an empty body is no body, a body that is not JSON is a 400
+  const D = ok(await at('POST', '/rooms/ctype/users/D', { headers: { 'content-type': '' } }), 'empty Content-Type, no body')
+  assert.deepStrictEqual({ ...D, users: byId(D.users) }, { id: 'D', userInfo: {}, users: [A, B, { id: 'C', userInfo: 3 }] })
+  assertError(await at('POST', '/rooms/ctype/users/E', { headers: { 'content-type': '' }, raw: 'userInfo=1' }), 400, 'INVALID_ARGUMENT', 'empty Content-Type, not JSON')
+  assertError(await at('POST', '/rooms/ctype/users/E', { raw: '[1]' }), 400, 'INVALID_ARGUMENT', 'no Content-Type, a JSON array')
+  assert.deepStrictEqual(ok(await call('DELETE', '/rooms/ctype'), 'deleteRoom'), { count: 4 })
 })
 
 // ---------------------------------------------------------------------------------------
