@@ -19,19 +19,34 @@ import type {
   RoomStats
 } from './index'
 
-/** Where the HTTP server listens. */
+/** Where the HTTP server listens, and who may use it. */
 export interface ListenOptions {
-  /** The address the HTTP server listens on. Default `'127.0.0.1'`. */
+  /**
+   * The address the HTTP server listens on. Default `'127.0.0.1'`. An address that is not
+   * loopback (`localhost`, 127.0.0.0/8, `::1`), the wildcards `'0.0.0.0'` and `'::'` included,
+   * needs a `token` or `insecure: true`.
+   */
   host?: string
   /** Its TCP port, 0 to 65535; 0 picks a free port (read it from the result). Default `8080`. */
   port?: number
+  /**
+   * A shared secret: every request must carry `Authorization: Bearer <token>`, else 401
+   * `UNAUTHENTICATED` (before its body is read or the MediaServer sees it). Visible ASCII, no
+   * spaces, non-empty. Not transport security: terminate TLS in front of the server.
+   */
+  token?: string
+  /**
+   * Listen on an address that is not loopback without a `token` (something in front of the
+   * server authenticates every request). Default `false`.
+   */
+  insecure?: boolean
 }
 
 /**
- * The options of `serve()`: where to listen, and either an existing `MediaServer` (`media`) or
- * the options of the one `serve()` makes (every key but `host`, `port` and `media` is passed
- * untouched to `new MediaServer(…)`). Giving `media` together with MediaServer options is a
- * `TypeError`.
+ * The options of `serve()`: where to listen, the token, and either an existing `MediaServer`
+ * (`media`) or the options of the one `serve()` makes (every key but `host`, `port`, `token`,
+ * `insecure` and `media` is passed untouched to `new MediaServer(…)`). Giving `media` together
+ * with MediaServer options is a `TypeError`.
  */
 export type ServeOptions =
   | (ListenOptions & MediaServerOptions & { media?: undefined })
@@ -57,10 +72,15 @@ export interface HttpServerHandle {
 /**
  * Starts the HTTP server; resolves once it listens. Rejects with the MediaServer constructor's
  * error (`code: 'INVALID_ARGUMENT'`, e.g. a `listenIp` that is not an IP address), with a
- * `TypeError`/`RangeError` for bad `host`/`port`/`media`, or with the listen error
- * (`EADDRINUSE`, …); a MediaServer made by `serve()` is closed again then.
+ * `TypeError`/`RangeError` (`code: 'INVALID_ARGUMENT'`) for bad `host`/`port`/`token`/
+ * `insecure`/`media`, with an `Error` (`code: 'INVALID_ARGUMENT'`) for a `host` that is not
+ * loopback with neither `token` nor `insecure` (nothing is made or bound then), or with the
+ * listen error (`EADDRINUSE`, …); a MediaServer made by `serve()` is closed again then.
  */
 export declare function serve(options?: ServeOptions): Promise<HttpServerHandle>
+
+/** Whether `host` is `localhost`, in 127.0.0.0/8 or `::1`: what `serve()` binds without a token. */
+export declare function isLoopbackHost(host: string): boolean
 
 /** The HTTP status of each error code (the spec's error table). */
 export declare const httpStatus: Readonly<{
@@ -78,11 +98,11 @@ export declare const httpStatus: Readonly<{
 }>
 
 /**
- * The body of every error response. The status is `httpStatus[code]`, except for errors of the
- * HTTP layer itself, all `INVALID_ARGUMENT`: an unknown route or method is 404, a body over
- * 1 MiB is 413, a request line and headers over Node's 16 KiB is 431, a request not received in
- * time is 408; a body that is not JSON or not a JSON object, a path that is not valid
- * percent-encoding, and a request that is not HTTP are 400.
+ * The body of every error response but the 401 (`HttpUnauthenticatedBody`). The status is
+ * `httpStatus[code]`, except for errors of the HTTP layer itself, all `INVALID_ARGUMENT`: an
+ * unknown route or method is 404, a body over 1 MiB is 413, a request line and headers over
+ * Node's 16 KiB is 431, a request not received in time is 408; a body that is not JSON or not a
+ * JSON object, a path that is not valid percent-encoding, and a request that is not HTTP are 400.
  */
 export interface HttpErrorBody {
   error: {
@@ -91,8 +111,19 @@ export interface HttpErrorBody {
   }
 }
 
+/** The body of a 401: a server with a `token` got a request without it, or with another one. */
+export interface HttpUnauthenticatedBody {
+  error: {
+    code: 'UNAUTHENTICATED'
+    message: string
+  }
+}
+
+/** Every code an error response can carry: the spec's, and `UNAUTHENTICATED` (401). */
+export type HttpErrorCode = ErrorCode | 'UNAUTHENTICATED'
+
 /** Every status an error response can have. */
-export type HttpErrorStatus = 400 | 404 | 408 | 409 | 413 | 431 | 500 | 503
+export type HttpErrorStatus = 400 | 401 | 404 | 408 | 409 | 413 | 431 | 500 | 503
 
 /**
  * Every route: its path parameters, the JSON body it reads (`undefined`: no body, which is the

@@ -5,11 +5,17 @@
 // resolves to, or the spec's status and `{ "error": { "code", "message" } }`.
 //
 //   const { serve } = require('mediaserver-rs/serve')
-//   const http = await serve({ port: 8080, announcedIp: '203.0.113.7' })
+//   const http = await serve({ port: 8080, announcedIp: '203.0.113.7', token: process.env.MEDIASERVER_TOKEN })
 //   ...
 //   await http.close()
+//
+// With a `token`, every request must carry `Authorization: Bearer <token>` (401 UNAUTHENTICATED
+// otherwise, before its body is read and before it reaches the MediaServer). Without one, serve()
+// listens only on a loopback address unless `insecure: true` says that something else guards it.
 
+const crypto = require('node:crypto')
 const { STATUS_CODES } = require('node:http')
+const net = require('node:net')
 const Fastify = require('fastify')
 
 /** The HTTP status of every error code (the spec's error table). */
@@ -34,7 +40,34 @@ const BODY_LIMIT = 1024 * 1024
 const MAX_PARAM_LENGTH = 16 * 1024
 
 /** The keys serve() reads itself; every other key is a MediaServer constructor option. */
-const SERVE_KEYS = new Set(['host', 'port', 'media'])
+const SERVE_KEYS = new Set(['host', 'port', 'media', 'token', 'insecure'])
+
+/** A token is what fits in an HTTP header unchanged: visible ASCII, no spaces. */
+const TOKEN_PATTERN = /^[\x21-\x7e]+$/
+
+/** 127.0.0.0/8 and ::1 (BlockList also matches their IPv4-mapped and long IPv6 spellings). */
+const LOOPBACK = new net.BlockList()
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4')
+LOOPBACK.addAddress('::1', 'ipv6')
+
+/**
+ * Whether `host` is a loopback address: `localhost`, 127.0.0.0/8 or ::1. Anything else (the
+ * wildcards `0.0.0.0` and `::`, an interface's address, any other host name) is reachable from
+ * elsewhere, or may be.
+ */
+function isLoopbackHost (host) {
+  if (typeof host !== 'string') return false
+  if (host.toLowerCase() === 'localhost') return true
+  const family = net.isIP(host)
+  return family !== 0 && LOOPBACK.check(host, family === 4 ? 'ipv4' : 'ipv6')
+}
+
+/** An Error of class `Ctor` with the spec's `code: 'INVALID_ARGUMENT'`. */
+function invalidArgument (message, Ctor = Error) {
+  const err = new Ctor(message)
+  err.code = 'INVALID_ARGUMENT'
+  return err
+}
 
 /** An error the HTTP layer answers with itself (not one of the addon's). */
 class HttpError extends Error {
@@ -80,9 +113,32 @@ function parseBody (request, text, done) {
 }
 
 /**
+ * The bearer-token check: a function of the Authorization header that returns null when it
+ * carries `token`, else the message of the 401. Both sides are hashed with SHA-256 and compared
+ * with timingSafeEqual, so neither the token's bytes nor its length show in the timing.
+ */
+function bearerCheck (token) {
+  const expected = crypto.createHash('sha256').update(token, 'latin1').digest()
+  return function check (header) {
+    if (header === undefined) return 'this server requires an Authorization: Bearer <token> header'
+    // the scheme is case-insensitive (RFC 9110 11.1); Node has trimmed the value
+    const match = /^bearer +(.*)$/i.exec(header)
+    if (!match) return 'the Authorization header is not a Bearer token'
+    const given = crypto.createHash('sha256').update(match[1], 'latin1').digest()
+    return crypto.timingSafeEqual(given, expected) ? null : 'the bearer token is wrong'
+  }
+}
+
+/** The 401 of a request without the token. */
+function sendUnauthenticated (reply, message) {
+  return reply.code(401).header('www-authenticate', 'Bearer')
+    .send({ error: { code: 'UNAUTHENTICATED', message } })
+}
+
+/**
  * The answer to a request Node's HTTP parser rejected (not HTTP, a header over Node's 16 KiB
- * limit, too slow): fastify's default writes a body of its own shape. There is no request yet;
- * the connection is closed after it, as Node does.
+ * limit, too slow): fastify's default writes a body of its own shape. There is no request yet,
+ * so no token check either; the connection is closed after it, as Node does.
  */
 function clientErrorHandler (err, socket) {
   if (err.code === 'ECONNRESET' || socket.destroyed) return
@@ -121,8 +177,9 @@ function isMediaServer (value) {
     'deleteRoom', 'stats', 'close'].every((m) => typeof value[m] === 'function')
 }
 
-/** The fastify app with every route of the spec bound to `media`. */
-function buildApp (media) {
+/** The fastify app with every route of the spec bound to `media`; with `token`, behind it. */
+function buildApp (media, token) {
+  const unauthenticated = token === undefined ? () => null : bearerCheck(token)
   const app = Fastify({
     logger: false,
     bodyLimit: BODY_LIMIT,
@@ -131,16 +188,22 @@ function buildApp (media) {
     // answer requests that arrive while closing normally (fastify's own 503 body is not ours)
     return503OnClosing: false,
     // what fails before routing (a path that is not valid percent-encoding, a path parameter
-    // over MAX_PARAM_LENGTH) gets the spec's error body too
+    // over MAX_PARAM_LENGTH) gets the spec's error body too, and a request without the token
+    // its 401 first
     frameworkErrors (err, request, reply) {
+      const denied = unauthenticated(request.headers.authorization)
+      if (denied) return sendUnauthenticated(reply, denied)
       const [status, code, message] = errorReply(err)
       return reply.code(status).send({ error: { code, message } })
     },
     clientErrorHandler
   })
 
-  // The first hook of every request, the 404 handler's included.
+  // The first hook of every request, the 404 handler's included: nothing about the request
+  // (its route, its body) is looked at before the token is.
   app.addHook('onRequest', async (request, reply) => {
+    const denied = unauthenticated(request.headers.authorization)
+    if (denied) return sendUnauthenticated(reply, denied)
     // no route: answered here, without reading a body it would not use
     if (request.is404) return sendNoRoute(request, reply)
     // a Content-Type that is present but empty is no Content-Type (fastify would answer 415)
@@ -189,6 +252,10 @@ function hostForUrl (address) {
  * @param {object} [options]
  * @param {string} [options.host='127.0.0.1'] the address the HTTP server listens on
  * @param {number} [options.port=8080] its TCP port; 0 picks a free one (see `port` in the result)
+ * @param {string} [options.token] a shared secret: every request must carry
+ *   `Authorization: Bearer <token>`, else 401 UNAUTHENTICATED
+ * @param {boolean} [options.insecure=false] allow a `host` that is not a loopback address without
+ *   a token (something in front of the server authenticates requests)
  * @param {import('./index').MediaServer} [options.media] serve this MediaServer (then `close()`
  *   leaves it open); otherwise serve() makes one from the remaining options
  * Every other key (`listenIp`, `announcedIp`, `portRange`, …) is passed untouched to
@@ -196,12 +263,24 @@ function hostForUrl (address) {
  */
 async function serve (options = {}) {
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw new TypeError('serve(options): options must be an object')
+    throw invalidArgument('serve(options): options must be an object', TypeError)
   }
-  const { host = '127.0.0.1', port = 8080, media: given } = options
-  if (typeof host !== 'string' || host === '') throw new TypeError('serve(options): host must be a non-empty string')
+  const { host = '127.0.0.1', port = 8080, media: given, token, insecure = false } = options
+  if (typeof host !== 'string' || host === '') throw invalidArgument('serve(options): host must be a non-empty string', TypeError)
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new RangeError(`serve(options): port must be an integer from 0 to 65535, not ${JSON.stringify(port)}`)
+    throw invalidArgument(`serve(options): port must be an integer from 0 to 65535, not ${JSON.stringify(port)}`, RangeError)
+  }
+  if (token !== undefined && (typeof token !== 'string' || !TOKEN_PATTERN.test(token))) {
+    throw invalidArgument('serve(options): token must be a non-empty string of visible ASCII characters ' +
+      '(no spaces), such as the output of `openssl rand -hex 32`', TypeError)
+  }
+  if (typeof insecure !== 'boolean') throw invalidArgument('serve(options): insecure must be a boolean', TypeError)
+  // checked before anything is made or bound
+  if (token === undefined && !insecure && !isLoopbackHost(host)) {
+    throw invalidArgument(`serve(options): refusing to listen on ${host} without a token: it is not a loopback ` +
+      'address, and anyone who reaches it could delete rooms, produce as any user or take over their calls. ' +
+      'Give a token (serve({ token }), --token or MEDIASERVER_TOKEN), listen on 127.0.0.1, or pass ' +
+      'insecure: true (--insecure) if something in front of the server authenticates every request')
   }
   const mediaOptions = {}
   for (const [key, value] of Object.entries(options)) {
@@ -210,10 +289,10 @@ async function serve (options = {}) {
 
   let media
   if (given !== undefined) {
-    if (!isMediaServer(given)) throw new TypeError('serve(options): media must be a MediaServer')
+    if (!isMediaServer(given)) throw invalidArgument('serve(options): media must be a MediaServer', TypeError)
     const extra = Object.keys(mediaOptions)
     if (extra.length > 0) {
-      throw new TypeError(`serve(options): ${extra.join(', ')} cannot be used with media (it is already configured)`)
+      throw invalidArgument(`serve(options): ${extra.join(', ')} cannot be used with media (it is already configured)`, TypeError)
     }
     media = given
   } else {
@@ -222,7 +301,7 @@ async function serve (options = {}) {
   }
   const ownsMedia = media !== given
 
-  const app = buildApp(media)
+  const app = buildApp(media, token)
   try {
     await app.listen({ host, port })
   } catch (err) {
@@ -258,4 +337,4 @@ async function serve (options = {}) {
   }
 }
 
-module.exports = { serve, httpStatus }
+module.exports = { serve, httpStatus, isLoopbackHost }

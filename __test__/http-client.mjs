@@ -7,11 +7,13 @@ import http from 'node:http'
 
 /**
  * One request. `body` (any JSON value) is sent as JSON; `raw` is sent as is, with
- * `contentType` (default application/json; null: no Content-Type header). Resolves to {status, contentType,
+ * `contentType` (default application/json; null: no Content-Type header); `token` adds
+ * `Authorization: Bearer <token>`, `headers` any other header. Resolves to {status, contentType,
  * headers, body, text} (`body` is the parsed JSON, or undefined when the response is not JSON).
  */
-export async function request (baseUrl, method, path, { body, raw, contentType = 'application/json' } = {}) {
-  const init = { method, headers: {} }
+export async function request (baseUrl, method, path, { body, raw, contentType = 'application/json', token, headers = {} } = {}) {
+  const init = { method, headers: { ...headers } }
+  if (token !== undefined) init.headers.authorization = `Bearer ${token}`
   if (raw !== undefined) {
     // a string body gets text/plain from fetch; bytes get no Content-Type at all
     init.body = contentType === null ? new TextEncoder().encode(raw) : raw
@@ -76,12 +78,14 @@ const seg = (id) => encodeURIComponent(String(id))
  * with an Error carrying the response's `code`, `status` and `body`.
  */
 export class HttpMediaServer {
-  constructor (baseUrl) {
+  /** `token`: the server's bearer token, sent with every request. */
+  constructor (baseUrl, { token } = {}) {
     this.baseUrl = baseUrl
+    this.token = token
   }
 
   async _call (method, path, body) {
-    const res = await request(this.baseUrl, method, path, { body })
+    const res = await request(this.baseUrl, method, path, { body, token: this.token })
     if (res.status === 200) {
       assert.match(res.contentType ?? '', /^application\/json/, `${method} ${path}: content-type`)
       return res.body

@@ -4,13 +4,17 @@
 //
 // Ports: HTTP on port 0 (ephemeral), every media port in 47000-47999 on 127.0.0.1:
 // 47000-47499 the main server, 47500-47599 the CLI, 47600-47649 a MediaServer passed in as
-// `media`, 47650-47699 the SERVER_CLOSED server, 47990 the one-port RESOURCE_EXHAUSTED server.
+// `media`, 47650-47699 the SERVER_CLOSED server, 47700-47749 the server with a token, 47990 the
+// one-port RESOURCE_EXHAUSTED server. No request goes anywhere but 127.0.0.1: the tests of the
+// refusal to listen elsewhere without a token never bind a non-loopback address.
 
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import net from 'node:net'
 import { createRequire } from 'node:module'
+import { networkInterfaces } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import {
   Client, closeEverything, createSource, makeOffer, makeAnswer, assertServerSdp, byId, waitFor,
@@ -19,7 +23,7 @@ import {
 import { request, rawRequest, assertError, HttpMediaServer } from './http-client.mjs'
 
 const require = createRequire(import.meta.url)
-const { serve } = require('../serve.js')
+const { serve, isLoopbackHost } = require('../serve.js')
 const { MediaServer } = require('../index.js')
 const CLI = fileURLToPath(new URL('../bin/mediaserver-rs.js', import.meta.url))
 
@@ -467,6 +471,165 @@ test('a Content-Type header that is empty, or absent, is read as JSON (node:http
   assertError(await at('POST', '/rooms/ctype/users/E', { headers: { 'content-type': '' }, raw: 'userInfo=1' }), 400, 'INVALID_ARGUMENT', 'empty Content-Type, not JSON')
   assertError(await at('POST', '/rooms/ctype/users/E', { raw: '[1]' }), 400, 'INVALID_ARGUMENT', 'no Content-Type, a JSON array')
   assert.deepStrictEqual(ok(await call('DELETE', '/rooms/ctype'), 'deleteRoom'), { count: 4 })
+})
+
+// ---------------------------------------------------------------------------------------
+// The token, and the refusal to listen elsewhere without one
+
+/** A 401 in the spec's shape, with the WWW-Authenticate challenge. */
+function assertUnauthenticated (res, what) {
+  assertError(res, 401, 'UNAUTHENTICATED', what)
+  const challenge = typeof res.headers.get === 'function' ? res.headers.get('www-authenticate') : res.headers['www-authenticate']
+  assert.equal(challenge, 'Bearer', `${what}: WWW-Authenticate`)
+}
+
+/** An address of this machine's own interfaces that is not loopback (undefined if it has none). */
+function localAddress () {
+  return Object.values(networkInterfaces()).flat().find((a) => !a.internal && a.family === 'IPv4')?.address ??
+    Object.values(networkInterfaces()).flat().find((a) => !a.internal && a.family === 'IPv6' && !a.address.startsWith('fe80'))?.address
+}
+
+/** A non-loopback address (documentation ranges) that no interface of this machine has: listening on it fails. */
+function addressNotHere () {
+  const mine = new Set(Object.values(networkInterfaces()).flat().map((a) => a.address))
+  const address = ['203.0.113.77', '198.51.100.77', '192.0.2.177'].find((a) => !mine.has(a))
+  assert.ok(address, 'an address this machine does not have')
+  return address
+}
+
+test('a token: every request needs Authorization: Bearer <token>; without it nothing reaches the MediaServer', T, async () => {
+  const token = randomBytes(32).toString('hex')
+  const srv = await startServe({ token, listenIp: '127.0.0.1', portRange: { min: 47700, max: 47749 } })
+  const at = (method, path, opts) => request(srv.url, method, path, opts)
+  ok(await at('POST', '/rooms/guarded', { body: { userId: 'A', userInfo: { name: 'Alice' } }, token }), 'createRoom with the token')
+  const offer = await makeOffer(source)
+
+  const last = token.at(-1)
+  const wrong = {
+    'no Authorization header': {},
+    'a wrong token of the same length': { token: token.slice(0, -1) + (last === '0' ? '1' : '0') },
+    'the token but its last character': { token: token.slice(0, -1) },
+    'the token and one character more': { token: token + '0' },
+    'a much shorter token': { token: 'x' },
+    'the token without a scheme': { headers: { authorization: token } },
+    'the token as Basic credentials': { headers: { authorization: `Basic ${Buffer.from(`user:${token}`).toString('base64')}` } },
+    'the token with another scheme': { headers: { authorization: `Token ${token}` } },
+    'an empty bearer token': { headers: { authorization: 'Bearer' } }
+  }
+  const requests = [
+    ['GET', '/stats', {}],
+    ['GET', '/rooms/guarded/stats', {}],
+    ['POST', '/rooms', { body: { userId: 'X' } }],
+    ['POST', '/rooms/intruder', { body: {} }],
+    ['POST', '/rooms/guarded/users/B', { body: { userInfo: { name: 'Mallory' } } }],
+    ['POST', '/rooms/guarded/users/A/produce', { body: { offer } }],
+    ['POST', '/rooms/guarded/users/A/consume', { body: { id: 'A', answer: { type: 'answer', sdp: 'v=0' } } }],
+    ['DELETE', '/rooms/guarded/users/A/produce', {}],
+    ['DELETE', '/rooms/guarded/users/A', {}],
+    ['DELETE', '/rooms/guarded', {}],
+    // before the route and the body are looked at: no 404, 400 or 413 for those without the token
+    ['GET', '/nowhere', {}],
+    ['POST', '/rooms/guarded/users/B', { raw: '{"userInfo": ' }],
+    ['POST', '/rooms/guarded/users/B', { raw: '{}', contentType: 'this is not a media type' }],
+    ['POST', '/rooms/guarded/users/B', { raw: JSON.stringify({ userInfo: 'x'.repeat(1024 * 1024 + 1) }) }]
+  ]
+  for (const [what, auth] of Object.entries(wrong)) {
+    for (const [method, path, opts] of requests) {
+      const headers = { ...opts.headers, ...auth.headers }
+      assertUnauthenticated(await at(method, path, { ...opts, ...auth, headers }), `${what}: ${method} ${path}`)
+    }
+    // a path that is not valid percent-encoding is answered before routing: still a 401 first
+    assertUnauthenticated(await rawRequest(srv.url, 'POST', '/rooms/%ZZ', { headers: auth.token ? { authorization: `Bearer ${auth.token}` } : auth.headers }),
+      `${what}: POST /rooms/%ZZ`)
+  }
+  // nothing changed: the room still holds A alone, not producing; no other room was made
+  assert.deepStrictEqual(counts(await srv.media.stats()), { rooms: 1, users: 1, upstreamConnections: 0, downstreamConnections: 0, liveConnections: 0, portsInUse: 0, udpPort: null })
+
+  // the right token: every route works, the scheme in any case
+  const api = new HttpMediaServer(srv.url, { token })
+  assert.deepStrictEqual(await api.addUser('guarded', 'B', { userInfo: { name: 'Bob' } }),
+    { id: 'B', userInfo: { name: 'Bob' }, users: [{ id: 'A', userInfo: { name: 'Alice' } }] })
+  const produced = await api.produce('guarded', 'A', { offer })
+  assertServerSdp(produced.answer, 'answer', 'produce with the token')
+  assert.equal(produced.outbound.length, 1)
+  assert.equal(ok(await at('GET', '/stats', { headers: { authorization: `bEaReR ${token}` } }), 'stats, scheme in mixed case').upstreamConnections, 1)
+  assertError(await at('POST', '/rooms/guarded/users/B', { raw: '{"userInfo": ', token }), 400, 'INVALID_ARGUMENT', 'with the token, a bad body is a 400')
+  assertError(await at('GET', '/nowhere', { token }), 404, 'INVALID_ARGUMENT', 'with the token, an unknown route is a 404')
+  assertError(await rawRequest(srv.url, 'POST', '/rooms/%ZZ', { headers: { authorization: `Bearer ${token}` } }), 400, 'INVALID_ARGUMENT', 'with the token, a bad path is a 400')
+  assert.deepStrictEqual(await api.deleteRoom('guarded'), { count: 2 })
+  await srv.close()
+  handles.delete(srv)
+})
+
+test('serve() refuses an address that is not loopback without a token (before binding anything); token and insecure lift it', T, async () => {
+  assert.deepStrictEqual(['127.0.0.1', '127.8.9.10', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', 'localhost', 'LOCALHOST'].filter((h) => !isLoopbackHost(h)), [])
+  assert.deepStrictEqual(['0.0.0.0', '::', '10.0.0.1', '192.168.1.2', '128.0.0.1', '::ffff:10.0.0.1', 'fd00::2', 'fe80::1%eth0', 'example.com', 'localhost.example.com', '[::1]', ''].filter(isLoopbackHost), [])
+
+  const refused = (err) => {
+    assert.ok(err instanceof Error, String(err))
+    assert.equal(err.code, 'INVALID_ARGUMENT', err.stack)
+    assert.match(err.message, /refusing to listen on .* without a token: it is not a loopback address/)
+    return true
+  }
+  // the wildcards and one of this machine's own addresses: all of them would bind without the
+  // check; a check that let one through closes what it bound and fails
+  const local = localAddress()
+  for (const host of ['0.0.0.0', '::', ...(local ? [local] : [])]) {
+    for (const options of [{}, { insecure: false }, { token: undefined }]) {
+      const outcome = await serve({ host, port: 0, listenIp: '127.0.0.1', ...options }).then(async (h) => { await h.close(); return h }, (err) => err)
+      assert.ok(!outcome.url, `serve({ host: ${host}, ${safeJson(options)} }) listened on ${outcome.url}`)
+      refused(outcome)
+    }
+  }
+  // the same with a MediaServer passed in: refused, and the server is left as it was
+  const media = new MediaServer({ listenIp: '127.0.0.1' })
+  try {
+    await assert.rejects(serve({ host: '0.0.0.0', port: 0, media }), refused)
+    assert.equal((await media.stats()).rooms, 0, 'the MediaServer passed in still answers')
+  } finally {
+    await media.close()
+  }
+
+  // token or insecure: the address goes on to listen(), which fails for one this machine does
+  // not have (EADDRNOTAVAIL), so nothing is bound (a host that allows non-local binds would
+  // listen: that handle is closed at once, no request is sent)
+  const elsewhere = addressNotHere()
+  for (const options of [{ insecure: true }, { token: randomBytes(16).toString('hex') }]) {
+    const outcome = await serve({ host: elsewhere, port: 0, listenIp: '127.0.0.1', ...options }).then(async (h) => { await h.close(); return h }, (err) => err)
+    assert.ok(outcome.url || outcome.code === 'EADDRNOTAVAIL', `${safeJson(Object.keys(options))}: ${outcome.stack ?? safeJson(outcome)}`)
+  }
+  await assert.rejects(serve({ host: elsewhere, port: 0, listenIp: '127.0.0.1' }), refused)
+
+  // loopback needs neither; insecure on loopback changes nothing
+  for (const [host, options] of [['localhost', {}], ['127.0.0.2', {}], ['127.0.0.1', { insecure: true }]]) {
+    const srv = await startServe({ host, ...options, listenIp: '127.0.0.1' })
+    assert.equal(ok(await request(srv.url, 'GET', '/stats'), `${host} ${safeJson(options)}`).rooms, 0)
+    await srv.close()
+    handles.delete(srv)
+  }
+})
+
+test('serve() options: token and insecure are checked (INVALID_ARGUMENT), and not passed to the MediaServer', T, async () => {
+  for (const token of ['', 'two words', ' leading', 'tab\there', 'é-accent', 'line\nbreak', 42, null, true, ['x']]) {
+    await assert.rejects(serve({ port: 0, token }), (err) => err instanceof TypeError && err.code === 'INVALID_ARGUMENT' && /token/.test(err.message),
+      `token ${safeJson(token)}`)
+  }
+  for (const insecure of ['yes', 1, null]) {
+    await assert.rejects(serve({ port: 0, insecure }), (err) => err instanceof TypeError && err.code === 'INVALID_ARGUMENT' && /insecure/.test(err.message),
+      `insecure ${safeJson(insecure)}`)
+  }
+  // with media: they are options of serve(), not MediaServer options that clash with it
+  const media = new MediaServer({ listenIp: '127.0.0.1' })
+  try {
+    const token = '!#$%&\'*+-.^_`|~0123456789abcdefXYZ' // every visible ASCII class a token may use
+    const srv = await startServe({ media, token, insecure: true })
+    assertUnauthenticated(await request(srv.url, 'GET', '/stats'), 'no token')
+    assert.equal(ok(await request(srv.url, 'GET', '/stats', { token }), 'stats').rooms, 0)
+    await srv.close()
+    handles.delete(srv)
+  } finally {
+    await media.close()
+  }
 })
 
 // ---------------------------------------------------------------------------------------
