@@ -635,26 +635,129 @@ test('serve() options: token and insecure are checked (INVALID_ARGUMENT), and no
 // ---------------------------------------------------------------------------------------
 // The command
 
-test('the CLI: `mediaserver-rs serve` prints its URL, answers, and exits 0 on SIGTERM', T, async () => {
-  const child = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--listen-ip', '127.0.0.1',
-    '--port-min', '47500', '--port-max', '47599'], { stdio: ['ignore', 'pipe', 'pipe'] })
+/**
+ * `node bin/mediaserver-rs.js serve ...args` with `env` added to an environment without the
+ * variables the command reads (HOST, PORT, ANNOUNCED_IP, MEDIASERVER_TOKEN), so that the test
+ * runner's own cannot leak in. Returns { child, output(), exited, listening, url() }: `listening`
+ * resolves to the URL of the line it prints once it listens; `url()` waits for it, failing as
+ * soon as the command exits instead.
+ */
+function spawnCli (args, env = {}) {
+  const base = { ...process.env }
+  for (const key of ['HOST', 'PORT', 'ANNOUNCED_IP', 'MEDIASERVER_TOKEN']) delete base[key]
+  const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...base, ...env } })
   let output = ''
-  child.stdout.on('data', (d) => { output += d })
-  child.stderr.on('data', (d) => { output += d })
+  let onListening
+  const listening = new Promise((resolve) => { onListening = resolve })
+  const read = (d) => {
+    output += d
+    const m = /^mediaserver-rs listening on (http:\/\/\S+)$/m.exec(output)
+    if (m) onListening(m[1])
+  }
+  child.stdout.on('data', read)
+  child.stderr.on('data', read)
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
+  const url = () => withTimeout(Promise.race([
+    listening,
+    exited.then(({ code, signal }) => { throw new Error(`the CLI exited (${code ?? signal}): ${output}`) })
+  ]), 15000, 'the CLI printing its URL')
+  return { child, output: () => output, exited, listening, url }
+}
+
+/** Stop a CLI started by spawnCli (by its PID) and assert that it exits 0 on SIGTERM. */
+async function stopCli ({ child, exited, output }) {
+  process.kill(child.pid, 'SIGTERM')
+  const { code, signal } = await withTimeout(exited, 15000, 'the CLI exiting after SIGTERM')
+  assert.equal(signal, null, output())
+  assert.equal(code, 0, output())
+}
+
+/** Kill it by its PID if it is still running (a test's `finally`). */
+function killCli ({ child }) {
+  if (child.exitCode === null && child.signalCode === null) process.kill(child.pid, 'SIGKILL')
+}
+
+test('the CLI: `mediaserver-rs serve` prints its URL, answers, and exits 0 on SIGTERM', T, async () => {
+  const cli = spawnCli(['--host', '127.0.0.1', '--port', '0', '--listen-ip', '127.0.0.1', '--port-min', '47500', '--port-max', '47599'])
   try {
-    const url = await waitFor(() => /^mediaserver-rs listening on (http:\/\/127\.0\.0\.1:\d+)$/m.exec(output)?.[1],
-      { timeout: 15000, message: 'the CLI prints its URL' })
+    const url = await cli.url()
     assert.deepStrictEqual(ok(await request(url, 'POST', '/rooms/cli', { body: { userId: 1, userInfo: { via: 'cli' } } }), 'createRoom'),
       { room_id: 'cli', user_id: '1', users: [], userInfo: { via: 'cli' } })
     assertError(await request(url, 'POST', '/rooms/cli'), 409, 'ROOM_EXISTS', 'the same room again')
-    child.kill('SIGTERM')
-    const { code, signal } = await withTimeout(exited, 15000, 'the CLI exiting after SIGTERM')
-    assert.equal(signal, null, output)
-    assert.equal(code, 0, output)
-    assert.equal(output.trim().split('\n').length, 1, `it prints one line: ${output}`)
+    await stopCli(cli)
+    assert.equal(cli.output().trim().split('\n').length, 1, `it prints one line: ${cli.output()}`)
   } finally {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    killCli(cli)
+  }
+})
+
+test('the CLI: MEDIASERVER_TOKEN, and --token winning over it', T, async () => {
+  const envToken = randomBytes(24).toString('base64url')
+  const flagToken = randomBytes(24).toString('base64url')
+  const args = ['--host', '127.0.0.1', '--port', '0', '--listen-ip', '127.0.0.1', '--port-min', '47500', '--port-max', '47599']
+
+  const fromEnv = spawnCli(args, { MEDIASERVER_TOKEN: envToken })
+  try {
+    const url = await fromEnv.url()
+    assertUnauthenticated(await request(url, 'POST', '/rooms/cli-env'), 'no token')
+    assertUnauthenticated(await request(url, 'POST', '/rooms/cli-env', { token: flagToken }), 'another token')
+    assert.deepStrictEqual(ok(await request(url, 'POST', '/rooms/cli-env', { token: envToken }), 'createRoom with the token'),
+      { room_id: 'cli-env', users: [] })
+    assert.equal(ok(await request(url, 'GET', '/stats', { token: envToken }), 'stats').rooms, 1, 'only the authenticated call made a room')
+    await stopCli(fromEnv)
+    assert.doesNotMatch(fromEnv.output(), new RegExp(envToken), 'the token is never printed')
+  } finally {
+    killCli(fromEnv)
+  }
+
+  const both = spawnCli([...args, '--token', flagToken], { MEDIASERVER_TOKEN: envToken })
+  try {
+    const url = await both.url()
+    assertUnauthenticated(await request(url, 'GET', '/stats', { token: envToken }), 'the environment\'s token')
+    assert.equal(ok(await request(url, 'GET', '/stats', { token: flagToken }), 'stats with the flag\'s token').rooms, 0)
+    await stopCli(both)
+  } finally {
+    killCli(both)
+  }
+})
+
+test('the CLI refuses a --host that is not loopback without a token, and an empty MEDIASERVER_TOKEN', T, async () => {
+  const hosts = ['0.0.0.0', ...(localAddress() ? [localAddress()] : [])]
+  for (const host of hosts) {
+    const cli = spawnCli(['--host', host, '--port', '0', '--listen-ip', '127.0.0.1'])
+    try {
+      // a check that let it through would listen (on a port of its choosing): fail on that line at once
+      const outcome = await withTimeout(Promise.race([cli.exited, cli.listening.then(() => 'listening')]),
+        20000, `the CLI with --host ${host}`)
+      assert.notEqual(outcome, 'listening', `--host ${host} without a token listened: ${cli.output()}`)
+      assert.equal(outcome.code, 1, cli.output())
+      assert.match(cli.output(), new RegExp(`^mediaserver-rs: cannot start: INVALID_ARGUMENT: .*refusing to listen on ${host.replace(/\./g, '\\.')} without a token.*--token or MEDIASERVER_TOKEN.*--insecure`, 'm'))
+    } finally {
+      killCli(cli)
+    }
+  }
+
+  // --insecure lets a non-loopback address through to listen(), which fails for one this machine
+  // does not have: nothing is bound
+  const elsewhere = addressNotHere()
+  const insecure = spawnCli(['--host', elsewhere, '--port', '0', '--listen-ip', '127.0.0.1', '--insecure'])
+  try {
+    const { code } = await withTimeout(insecure.exited, 20000, 'the CLI with --insecure')
+    assert.equal(code, 1, insecure.output())
+    assert.match(insecure.output(), /^mediaserver-rs: cannot start: EADDRNOTAVAIL: /m)
+  } finally {
+    killCli(insecure)
+  }
+
+  // an empty token (a deployment's unset variable) is refused, not read as "no token"
+  const empty = spawnCli(['--host', '127.0.0.1', '--port', '0', '--listen-ip', '127.0.0.1'], { MEDIASERVER_TOKEN: '' })
+  try {
+    const { code } = await withTimeout(empty.exited, 20000, 'the CLI with an empty MEDIASERVER_TOKEN')
+    assert.equal(code, 1, empty.output())
+    assert.match(empty.output(), /MEDIASERVER_TOKEN is empty/)
+    assert.doesNotMatch(empty.output(), /listening on/)
+  } finally {
+    killCli(empty)
   }
 })
 

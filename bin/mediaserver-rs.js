@@ -3,9 +3,12 @@
 // mediaserver-rs serve [--host 127.0.0.1] [--port 8080] [--announced-ip IP] [--listen-ip IP]
 //                      [--port-min N --port-max N | --udp-port N] [--enable-tcp]
 //                      [--max-rooms N] [--max-users-per-room N] [--max-connections N]
-//                      [--offer-timeout-ms N] [--log-level FILTER]
+//                      [--offer-timeout-ms N] [--log-level FILTER] [--token SECRET] [--insecure]
 // The media-server REST API over HTTP (see serve.js). Prints one line when it listens:
 //   mediaserver-rs listening on http://127.0.0.1:8080
+// With a token (--token, or better MEDIASERVER_TOKEN: a flag shows in `ps`), every request must
+// carry `Authorization: Bearer <token>`. Without one it refuses a --host that is not loopback,
+// unless --insecure (then it warns once on stderr before that line).
 // SIGINT / SIGTERM: closes everything and exits 0.
 
 const { Command, Option, InvalidArgumentError } = require('commander')
@@ -42,6 +45,8 @@ program
   .addOption(new Option('--max-connections <n>', 'refuse connections past this many, upstream and downstream').argParser(integer(0, 2 ** 31)))
   .addOption(new Option('--offer-timeout-ms <ms>', 'close a downstream whose offer is not answered in time (default 30000)').argParser(integer(1, 2 ** 31)))
   .addOption(new Option('--log-level <filter>', 'log filter in RUST_LOG syntax (default: MEDIASERVER_LOG, else warn)'))
+  .addOption(new Option('--token <secret>', 'require "Authorization: Bearer <secret>" on every request (prefer the env variable: a flag shows in ps)').env('MEDIASERVER_TOKEN'))
+  .addOption(new Option('--insecure', 'allow a --host that is not loopback without a token (something in front authenticates requests)'))
   .action(async (opts, command) => {
     if ((opts.portMin === undefined) !== (opts.portMax === undefined)) {
       command.error('error: --port-min and --port-max go together')
@@ -49,7 +54,12 @@ program
     if (opts.portMin !== undefined && opts.portMin > opts.portMax) {
       command.error('error: --port-min is greater than --port-max')
     }
+    if (opts.token === '') {
+      command.error(`error: ${command.getOptionValueSource('token') === 'env' ? 'MEDIASERVER_TOKEN' : '--token'} is empty`)
+    }
     const options = { host: opts.host, port: opts.port }
+    if (opts.token !== undefined) options.token = opts.token
+    if (opts.insecure) options.insecure = true
     if (opts.listenIp !== undefined) options.listenIp = opts.listenIp
     if (opts.announcedIp !== undefined && opts.announcedIp !== '') options.announcedIp = opts.announcedIp
     if (opts.portMin !== undefined) options.portRange = { min: opts.portMin, max: opts.portMax }
@@ -61,13 +71,16 @@ program
     if (opts.offerTimeoutMs !== undefined) options.offerTimeoutMs = opts.offerTimeoutMs
     if (opts.logLevel !== undefined) options.logLevel = opts.logLevel
 
-    const { serve } = require('../serve.js')
+    const { serve, isLoopbackHost } = require('../serve.js')
     let server
     try {
       server = await serve(options)
     } catch (err) {
       console.error(`mediaserver-rs: cannot start: ${err.code ? `${err.code}: ` : ''}${err.message}`)
       process.exit(1)
+    }
+    if (options.token === undefined && !isLoopbackHost(options.host)) {
+      console.error(`mediaserver-rs: warning: --insecure: no token on ${options.host}, every request that reaches it is served`)
     }
     console.error(`mediaserver-rs listening on ${server.url}`)
 
