@@ -397,9 +397,10 @@ pub async fn build_peer<E: PeerEvents>(ctx: PeerContext<'_>, label: ConnectionLa
         .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS));
     let mut builder = PeerConnectionBuilder::new();
     if let Some(mux) = &net.mux {
-        // The shared socket routes by our ufrag, so it must be known (and unique) up front.
+        // The shared socket routes by our ufrag and checks our password, so both must be known
+        // (and the ufrag unique) up front.
         let (ufrag, pwd) = random_ice_credentials();
-        builder = builder.with_runtime(mux.runtime_for(ufrag.clone()));
+        builder = builder.with_runtime(mux.runtime_for(ufrag.clone(), pwd.clone()));
         settings = settings.with_ice_credentials(ufrag, pwd);
     }
 
