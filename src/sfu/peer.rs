@@ -3,7 +3,7 @@
 //! state changes reported as events, and non-trickle signalling (an SDP is handed out only once
 //! gathering is complete, with its candidates rewritten for an announced IP or a shared port).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecPar
 use rtc::sansio::Protocol;
 use tokio::sync::watch;
 use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::runtime::{Runtime, TokioRuntime};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder,
     PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState,
@@ -31,7 +32,7 @@ use webrtc::peer_connection::{
 use super::error::{SfuError, SfuResult};
 use super::events::{ConnectionLabel, ConnectionState, Direction, EventSink};
 use super::mux::{random_ice_credentials, UdpMux};
-use super::ports::{PortLease, PortPool};
+use super::ports::{diagnose, BindError, BindRecorder, PortLease, PortPool};
 use super::sdp::{Codec, Kind};
 use super::stats::{connection_stats, ConnectionStats, RateMeter};
 
@@ -384,26 +385,7 @@ pub struct PeerContext<'a> {
 pub async fn build_peer<E: PeerEvents>(ctx: PeerContext<'_>, label: ConnectionLabel, events: E) -> SfuResult<Peer> {
     let net = ctx.net;
     let slot = ctx.budget.acquire()?;
-    let port = ctx.ports.lease()?;
-    let mut media_engine = MediaEngine::default();
-    register_forwarded_codecs(&mut media_engine).map_err(|e| SfuError::internal("registering codecs", e))?;
-    let registry = interceptors_for(label.direction, &mut media_engine)
-        .map_err(|e| SfuError::internal("registering interceptors", e))?;
-
-    let mut settings = SettingEngineBuilder::new()
-        .with_include_loopback_candidate(true)
-        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-        .with_ice_timeouts(Some(ICE_DISCONNECTED_TIMEOUT), Some(ICE_FAILED_TIMEOUT), Some(ICE_KEEPALIVE_INTERVAL))
-        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS));
-    let mut builder = PeerConnectionBuilder::new();
-    if let Some(mux) = &net.mux {
-        // The shared socket routes by our ufrag and checks our password, so both must be known
-        // (and the ufrag unique) up front.
-        let (ufrag, pwd) = random_ice_credentials();
-        builder = builder.with_runtime(mux.runtime_for(ufrag.clone(), pwd.clone()));
-        settings = settings.with_ice_credentials(ufrag, pwd);
-    }
-
+    let direction = label.direction;
     let (gathering_done, gathering) = watch::channel(false);
     let report = Arc::new(StateReport {
         label,
@@ -412,22 +394,12 @@ pub async fn build_peer<E: PeerEvents>(ctx: PeerContext<'_>, label: ConnectionLa
         last: Mutex::new(ConnectionState::New),
     });
     ctx.live.0.fetch_add(1, Ordering::Relaxed);
-    let handler = Arc::new(Handler { gathering_done, events, report: report.clone(), live: ctx.live.clone() });
-    let udp: Vec<SocketAddr> = net.listen.iter().map(|l| SocketAddr::new(l.ip, port.port())).collect();
-    let tcp: Vec<SocketAddr> = if net.tcp { udp.clone() } else { Vec::new() };
-    let pc = builder
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_media_engine(media_engine)
-        .with_interceptor_registry(registry)
-        .with_setting_engine(settings.build())
-        .with_handler(handler)
-        .with_udp_addrs(udp)
-        .with_tcp_addrs(tcp)
-        .build()
-        .await
-        .map_err(|e| SfuError::ResourceExhausted(format!("could not open a peer connection on port {}: {e}", port.port())))?;
+    let handler = &Arc::new(Handler { gathering_done, events, report: report.clone(), live: ctx.live.clone() });
+    // Lease by binding: the connection's own bind is the check that its port is free; a port
+    // another process holds is set aside and the next one tried (see `ports`).
+    let (port, pc) = ctx.ports.open(|port| open_peer(net, ctx.ports, direction, port, handler)).await?;
     Ok(Peer {
-        pc: Arc::new(pc),
+        pc,
         gathering,
         report,
         rates: RateMeter::new(Instant::now()),
@@ -435,6 +407,104 @@ pub async fn build_peer<E: PeerEvents>(ctx: PeerContext<'_>, label: ConnectionLa
         _port: port,
         _slot: slot,
     })
+}
+
+/// One try at a connection whose sockets bind `port` on every listen address: a connection
+/// that did not get all of them is closed again, and why its bind failed is the error.
+async fn open_peer<E: PeerEvents>(
+    net: &NetworkConfig,
+    ports: &PortPool,
+    direction: Direction,
+    port: u16,
+    handler: &Arc<Handler<E>>,
+) -> Result<Arc<dyn PeerConnection>, BindError> {
+    let internal = |what: &str, e: &dyn std::fmt::Display| BindError::Failed(SfuError::internal(what, e));
+    let mut media_engine = MediaEngine::default();
+    register_forwarded_codecs(&mut media_engine).map_err(|e| internal("registering codecs", &e))?;
+    let registry =
+        interceptors_for(direction, &mut media_engine).map_err(|e| internal("registering interceptors", &e))?;
+
+    let mut settings = SettingEngineBuilder::new()
+        .with_include_loopback_candidate(true)
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_ice_timeouts(Some(ICE_DISCONNECTED_TIMEOUT), Some(ICE_FAILED_TIMEOUT), Some(ICE_KEEPALIVE_INTERVAL))
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS));
+    let runtime: Arc<dyn Runtime> = match &net.mux {
+        Some(mux) => {
+            // The shared socket routes by our ufrag and checks our password, so both must be
+            // known (and the ufrag unique) up front.
+            let (ufrag, pwd) = random_ice_credentials();
+            settings = settings.with_ice_credentials(ufrag.clone(), pwd.clone());
+            mux.runtime_for(ufrag, pwd)
+        }
+        None => Arc::new(TokioRuntime),
+    };
+    let recorder = BindRecorder::wrapping(runtime);
+    let attempt = Arc::new(Attempt { handler: handler.clone(), kept: AtomicBool::new(false) });
+    let (udp, tcp) = ports.addresses(port);
+    let built = PeerConnectionBuilder::new()
+        .with_runtime(recorder.clone())
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings.build())
+        .with_handler(attempt.clone())
+        .with_udp_addrs(udp.clone())
+        .with_tcp_addrs(tcp.clone())
+        .build()
+        .await;
+    let (missing_udp, missing_tcp) = recorder.missing(&udp, &tcp);
+    let complete = missing_udp.is_empty() && missing_tcp.is_empty();
+    let pc = match built {
+        Ok(pc) if complete => pc,
+        Ok(pc) => {
+            let _ = pc.close().await;
+            return Err(diagnose(&missing_udp, &missing_tcp).unwrap_or_else(|| {
+                internal("opening a peer connection", &format!("port {port} did not bind, though it binds now"))
+            }));
+        }
+        Err(e) if complete => return Err(internal("opening a peer connection", &e)),
+        Err(e) => {
+            return Err(diagnose(&missing_udp, &missing_tcp)
+                .unwrap_or_else(|| internal(&format!("opening a peer connection on port {port}"), &e)))
+        }
+    };
+    attempt.kept.store(true, Ordering::Release);
+    Ok(Arc::new(pc))
+}
+
+/// The handler webrtc-rs holds for one try at a connection: events reach the connection's
+/// `Handler` once the try is kept, so a try given up (its port was taken) reports nothing.
+struct Attempt<E: PeerEvents> {
+    handler: Arc<Handler<E>>,
+    kept: AtomicBool,
+}
+
+impl<E: PeerEvents> Attempt<E> {
+    fn kept(&self) -> Option<&Handler<E>> {
+        self.kept.load(Ordering::Acquire).then_some(&*self.handler)
+    }
+}
+
+#[async_trait::async_trait]
+impl<E: PeerEvents> PeerConnectionEventHandler for Attempt<E> {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if let Some(handler) = self.kept() {
+            handler.on_ice_gathering_state_change(state).await
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if let Some(handler) = self.kept() {
+            handler.on_connection_state_change(state).await
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if let Some(handler) = self.kept() {
+            handler.on_track(track).await
+        }
+    }
 }
 
 impl Peer {
