@@ -352,6 +352,12 @@ export declare class MediaServer {
    * `userId` (its upstream and the downstreams it consumes).
    */
   getStats(roomId: string | number, userId?: string | number): Promise<RoomStats>
+  /**
+   * What a room holds: its users with their `userInfo` and producers (constraints, codecs,
+   * connection state), and every downstream with its state and whether an offer waits for
+   * its answer. Read only.
+   */
+  getRoom(roomId: string | number): Promise<RoomView>
   /** Counts of rooms, users and connections held by this server, and what it forwarded. */
   stats(): Promise<ServerStats>
   /** Closes every connection and frees every port. Later calls reject with `SERVER_CLOSED`. */

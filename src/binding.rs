@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::{Function, FunctionRef, JsObjectValue, Object, PromiseRaw, This, ToNapiValue, Unknown};
+use napi::bindgen_prelude::{
+    FnArgs, FromNapiValue, Function, FunctionRef, JsObjectValue, JsValue, Object, PromiseRaw, This, ToNapiValue, Unknown,
+};
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status, ValueType};
 use napi_derive::napi;
@@ -116,33 +118,108 @@ fn throw(env: &Env, err: SfuError) -> napi::Error {
     js_error(env, err)
 }
 
-/// A JS argument as the JSON an HTTP client would have sent: `JSON.stringify` semantics, so
-/// `toJSON` is honoured (an `RTCSessionDescription` can be passed as is) and functions are
-/// dropped. `undefined` is absent.
-fn json_of(env: &Env, value: Option<Unknown<'_>>) -> SfuResult<Option<Value>> {
+/// Drops a JS exception left pending by a call into JS that threw (a hostile getter, a
+/// throwing `toJSON`), so that the error we report in its place, with a code, is the one the
+/// caller sees.
+fn clear_pending_exception(env: &Env) {
+    let mut pending = false;
+    // SAFETY: plain N-API calls on the env of the current call.
+    unsafe {
+        if napi::sys::napi_is_exception_pending(env.raw(), &mut pending) == napi::sys::Status::napi_ok && pending {
+            let mut exception = std::ptr::null_mut();
+            napi::sys::napi_get_and_clear_last_exception(env.raw(), &mut exception);
+        }
+    }
+}
+
+/// A failure of ours to read a JS value, as the caller's `INVALID_ARGUMENT`.
+fn unreadable(env: &Env, what: &str, err: napi::Error) -> SfuError {
+    clear_pending_exception(env);
+    SfuError::InvalidArgument(format!("{what} cannot be read: {}", err.reason))
+}
+
+/// An id as the spec reads it: a string, or a finite number. `undefined` is absent and `null`
+/// is null (the core decides whether either is allowed). Nothing else is an id: not a Date,
+/// not an object with `toJSON`, not `NaN`.
+fn id_of(env: &Env, what: &str, value: Option<Unknown<'_>>) -> SfuResult<Option<Value>> {
     let Some(value) = value else { return Ok(None) };
-    match value.get_type() {
-        Ok(ValueType::Undefined) => return Ok(None),
-        Ok(ValueType::Null) => return Ok(Some(Value::Null)),
+    match value.get_type().map_err(|e| unreadable(env, what, e))? {
+        ValueType::Undefined => Ok(None),
+        ValueType::Null => Ok(Some(Value::Null)),
+        ValueType::String => {
+            // SAFETY: the value was just checked to be a string.
+            let s = unsafe { String::from_napi_value(env.raw(), value.raw()) }.map_err(|e| unreadable(env, what, e))?;
+            Ok(Some(Value::String(s)))
+        }
+        ValueType::Number => {
+            // SAFETY: the value was just checked to be a number.
+            let n = unsafe { f64::from_napi_value(env.raw(), value.raw()) }.map_err(|e| unreadable(env, what, e))?;
+            serde_json::Number::from_f64(n)
+                .map(|n| Some(Value::Number(n)))
+                .ok_or_else(|| SfuError::InvalidArgument(format!("{what} must be a string or a finite number, got {n}")))
+        }
+        other => Err(SfuError::InvalidArgument(format!("{what} must be a string or a number, got {}", type_name(other)))),
+    }
+}
+
+fn type_name(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Undefined => "undefined",
+        ValueType::Null => "null",
+        ValueType::Boolean => "a boolean",
+        ValueType::Number => "a number",
+        ValueType::String => "a string",
+        ValueType::Symbol => "a symbol",
+        ValueType::Object => "an object",
+        ValueType::Function => "a function",
+        ValueType::External => "an external",
+        ValueType::BigInt => "a bigint",
+        _ => "an unknown type",
+    }
+}
+
+/// `JSON.stringify`'s replacer for arguments: a number JSON cannot carry (`NaN`, `Infinity`)
+/// is an error, not the `null` that `JSON.stringify` would silently make of it.
+const FINITE_REPLACER: &str = "(function (key, value) {\n  if (typeof value === 'number' && !Number.isFinite(value)) {\n    throw new RangeError((key === '' ? 'the value' : JSON.stringify(key)) + ' is ' + value + ', which JSON cannot carry')\n  }\n  return value\n})";
+
+/// A body or options argument as the JSON an HTTP client would have sent: `JSON.stringify`
+/// semantics, so `toJSON` is honoured (an `RTCSessionDescription` can be passed as is) and
+/// functions are dropped, except that a non-finite number is an error. `undefined` is absent.
+fn json_of(env: &Env, what: &str, value: Option<Unknown<'_>>) -> SfuResult<Option<Value>> {
+    let Some(value) = value else { return Ok(None) };
+    match value.get_type().map_err(|e| unreadable(env, what, e))? {
+        ValueType::Undefined => return Ok(None),
+        ValueType::Null => return Ok(Some(Value::Null)),
         _ => {}
     }
     let text = (|| -> napi::Result<Option<String>> {
         let json: Object = env.get_global()?.get_named_property("JSON")?;
-        let stringify: Function<Unknown, Option<String>> = json.get_named_property("stringify")?;
-        stringify.call(value)
+        let stringify: Function<FnArgs<(Unknown, Unknown)>, Option<String>> = json.get_named_property("stringify")?;
+        let replacer: Unknown = env.run_script(FINITE_REPLACER)?;
+        stringify.call((value, replacer).into())
     })()
-    .map_err(|e| SfuError::InvalidArgument(format!("an argument cannot be read as JSON: {}", e.reason)))?
-    .ok_or_else(|| SfuError::InvalidArgument("an argument has no JSON form (a function or a symbol?)".into()))?;
+    .map_err(|e| unreadable(env, what, e))?
+    .ok_or_else(|| SfuError::InvalidArgument(format!("{what} has no JSON form (a function or a symbol?)")))?;
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| SfuError::InvalidArgument(format!("an argument cannot be read as JSON: {e}")))
+        .map_err(|e| SfuError::InvalidArgument(format!("{what} cannot be read as JSON: {e}")))
+}
+
+/// How a method's arguments are read.
+#[derive(Clone, Copy)]
+enum Arg {
+    Id(&'static str),
+    Body(&'static str),
 }
 
 /// Converts the call's arguments, or settles the promise with the conversion error.
-fn args<const N: usize>(env: &Env, values: [Option<Unknown<'_>>; N]) -> SfuResult<[Option<Value>; N]> {
+fn args<const N: usize>(env: &Env, values: [(Arg, Option<Unknown<'_>>); N]) -> SfuResult<[Option<Value>; N]> {
     let mut out = [const { None }; N];
-    for (slot, value) in out.iter_mut().zip(values) {
-        *slot = json_of(env, value)?;
+    for (slot, (arg, value)) in out.iter_mut().zip(values) {
+        *slot = match arg {
+            Arg::Id(what) => id_of(env, what, value)?,
+            Arg::Body(what) => json_of(env, what, value)?,
+        };
     }
     Ok(out)
 }
@@ -151,31 +228,74 @@ fn required(value: Option<Value>) -> Value {
     value.unwrap_or(Value::Null)
 }
 
-#[napi]
+/// Runs a synchronous method's body; a panic in it becomes an `INTERNAL` error instead of
+/// reaching Node.
+fn guarded<T>(env: &Env, body: impl FnOnce() -> napi::Result<T>) -> napi::Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(panic = %what, "a synchronous call panicked");
+            clear_pending_exception(env);
+            Err(throw(env, SfuError::Internal(format!("internal error: {what}"))))
+        }
+    }
+}
+
+/// A listener argument of `on`/`off`: the event name and the function, checked.
+fn listener_args<'f>(
+    env: &Env,
+    event: Unknown<'_>,
+    listener: Unknown<'f>,
+) -> napi::Result<(&'static str, Function<'f, Unknown<'static>, ()>)> {
+    let name = match id_of(env, "the event name", Some(event)) {
+        Ok(Some(Value::String(name))) => name,
+        _ => return Err(throw(env, SfuError::InvalidArgument("the event name must be a string".into()))),
+    };
+    let Some(event) = EVENTS.iter().find(|e| **e == name) else {
+        return Err(throw(
+            env,
+            SfuError::InvalidArgument(format!("unknown event '{name}' (events: {})", EVENTS.join(", "))),
+        ));
+    };
+    if listener.get_type().map_err(|e| throw(env, unreadable(env, "the listener", e)))? != ValueType::Function {
+        return Err(throw(env, SfuError::InvalidArgument("the listener must be a function".into())));
+    }
+    // SAFETY: checked to be a function just above.
+    let function: Function<'f, Unknown<'static>, ()> = unsafe { listener.cast() }.map_err(|e| throw(env, unreadable(env, "the listener", e)))?;
+    Ok((event, function))
+}
+
 impl MediaServer {
-    #[napi(constructor, ts_args_type = "options?: MediaServerOptions")]
-    pub fn new(env: Env, options: Option<Unknown<'_>>) -> napi::Result<Self> {
+    fn construct(env: &Env, options: Option<Unknown<'_>>) -> napi::Result<Self> {
+        let fail = |e: SfuError| throw(env, e);
         let on_log = match &options {
             Some(o) if o.get_type()? == ValueType::Object => {
-                let object: Object = unsafe { o.cast()? };
-                match object.get_named_property::<Unknown>("onLog")? {
-                    v if matches!(v.get_type()?, ValueType::Undefined | ValueType::Null) => None,
-                    v if v.get_type()? == ValueType::Function => {
-                        let function: Function<Unknown<'static>, ()> = unsafe { v.cast()? };
+                // SAFETY: checked to be an object just above.
+                let object: Object = unsafe { o.cast() }.map_err(|e| fail(unreadable(env, "options", e)))?;
+                let on_log: Unknown =
+                    object.get_named_property("onLog").map_err(|e| fail(unreadable(env, "options.onLog", e)))?;
+                match on_log.get_type()? {
+                    ValueType::Undefined | ValueType::Null => None,
+                    ValueType::Function => {
+                        // SAFETY: checked to be a function just above.
+                        let function: Function<Unknown<'static>, ()> = unsafe { on_log.cast()? };
                         Some(js_callback(&function)?)
                     }
-                    _ => return Err(throw(&env, SfuError::InvalidArgument("onLog must be a function".into()))),
+                    _ => return Err(fail(SfuError::InvalidArgument("onLog must be a function".into()))),
                 }
             }
             _ => None,
         };
-        let json = json_of(&env, options).map_err(|e| throw(&env, e))?;
+        let json = json_of(env, "options", options).map_err(fail)?;
         let level = match json.as_ref().and_then(|o| o.get("logLevel")) {
             None | Some(Value::Null) => None,
             Some(Value::String(level)) => Some(level.clone()),
-            Some(other) => {
-                return Err(throw(&env, SfuError::InvalidArgument(format!("logLevel must be a string, got {other}"))))
-            }
+            Some(other) => return Err(fail(SfuError::InvalidArgument(format!("logLevel must be a string, got {other}")))),
         };
         let sink: Option<LogSink> = on_log.map(|callback| {
             Arc::new(move |record: LogRecord| {
@@ -192,8 +312,16 @@ impl MediaServer {
                 // Single-port mode binds and spawns its socket task here.
                 napi::bindgen_prelude::within_runtime_if_available(|| MediaServerCore::new(options, events))
             })
-            .map_err(|e| throw(&env, e))?;
+            .map_err(fail)?;
         Ok(Self { core: Arc::new(core), listeners })
+    }
+}
+
+#[napi]
+impl MediaServer {
+    #[napi(constructor, ts_args_type = "options?: MediaServerOptions")]
+    pub fn new(env: Env, options: Option<Unknown<'_>>) -> napi::Result<Self> {
+        guarded(&env, || Self::construct(&env, options))
     }
 
     /// Calls `listener` with each event of that name: `connectionstatechange`,
@@ -203,14 +331,14 @@ impl MediaServer {
         ts_args_type = "event: K, listener: (event: Extract<MediaServerEvent, { type: K }>) => void",
         ts_return_type = "this"
     )]
-    pub fn on<'a>(&self, env: Env, this: This<'a>, event: String, listener: Function<'_, Unknown<'static>, ()>) -> napi::Result<Object<'a>> {
-        let Some(name) = EVENTS.iter().find(|e| **e == event) else {
-            return Err(throw(&env, SfuError::InvalidArgument(format!("unknown event '{event}' (events: {})", EVENTS.join(", ")))));
-        };
-        let callback = Arc::new(js_callback(&listener)?);
-        let function = listener.create_ref()?;
-        self.listeners.0.lock().unwrap_or_else(|e| e.into_inner()).push(Listener { event: name, callback, function });
-        Ok(this.object)
+    pub fn on<'a>(&self, env: Env, this: This<'a>, event: Unknown<'_>, listener: Unknown<'_>) -> napi::Result<Object<'a>> {
+        guarded(&env, || {
+            let (event, listener) = listener_args(&env, event, listener)?;
+            let callback = Arc::new(js_callback(&listener)?);
+            let function = listener.create_ref()?;
+            self.listeners.0.lock().unwrap_or_else(|e| e.into_inner()).push(Listener { event, callback, function });
+            Ok(this.object)
+        })
     }
 
     /// Removes a listener added with `on()` (every registration of it for that event).
@@ -219,17 +347,20 @@ impl MediaServer {
         ts_args_type = "event: K, listener: (event: Extract<MediaServerEvent, { type: K }>) => void",
         ts_return_type = "this"
     )]
-    pub fn off<'a>(&self, env: Env, this: This<'a>, event: String, listener: Function<'_, Unknown<'static>, ()>) -> napi::Result<Object<'a>> {
-        let mut listeners = self.listeners.0.lock().unwrap_or_else(|e| e.into_inner());
-        let mut kept = Vec::with_capacity(listeners.len());
-        for l in listeners.drain(..) {
-            let same = l.event == event && env.strict_equals(l.function.borrow_back(&env)?, listener)?;
-            if !same {
-                kept.push(l);
+    pub fn off<'a>(&self, env: Env, this: This<'a>, event: Unknown<'_>, listener: Unknown<'_>) -> napi::Result<Object<'a>> {
+        guarded(&env, || {
+            let (event, listener) = listener_args(&env, event, listener)?;
+            let mut listeners = self.listeners.0.lock().unwrap_or_else(|e| e.into_inner());
+            let mut kept = Vec::with_capacity(listeners.len());
+            for l in listeners.drain(..) {
+                let same = l.event == event && env.strict_equals(l.function.borrow_back(&env)?, listener)?;
+                if !same {
+                    kept.push(l);
+                }
             }
-        }
-        *listeners = kept;
-        Ok(this.object)
+            *listeners = kept;
+            Ok(this.object)
+        })
     }
 
     /// `POST /rooms/:room_id` (or `POST /rooms` without an id: a UUID v4 is generated).
@@ -244,7 +375,7 @@ impl MediaServer {
         body: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
-        let converted = args(env, [room_id, body]);
+        let converted = args(env, [(Arg::Id("roomId"), room_id), (Arg::Body("body"), body)]);
         settle(env, async move {
             let [room_id, body] = converted?;
             core.create_room(room_id.as_ref(), body.as_ref()).await
@@ -264,7 +395,7 @@ impl MediaServer {
         body: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
-        let converted = args(env, [room_id, user_id, body]);
+        let converted = args(env, [(Arg::Id("roomId"), room_id), (Arg::Id("userId"), user_id), (Arg::Body("body"), body)]);
         settle(env, async move {
             let [room_id, user_id, body] = converted?;
             core.add_user(&required(room_id), &required(user_id), body.as_ref()).await
@@ -284,7 +415,7 @@ impl MediaServer {
         body: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
-        let converted = args(env, [room_id, user_id, body]);
+        let converted = args(env, [(Arg::Id("roomId"), room_id), (Arg::Id("userId"), user_id), (Arg::Body("body"), body)]);
         settle(env, async move {
             let [room_id, user_id, body] = converted?;
             core.produce(&required(room_id), &required(user_id), body.as_ref()).await
@@ -304,7 +435,7 @@ impl MediaServer {
         body: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
-        let converted = args(env, [room_id, user_id, body]);
+        let converted = args(env, [(Arg::Id("roomId"), room_id), (Arg::Id("userId"), user_id), (Arg::Body("body"), body)]);
         settle(env, async move {
             let [room_id, user_id, body] = converted?;
             core.consume(&required(room_id), &required(user_id), body.as_ref()).await
@@ -323,7 +454,7 @@ impl MediaServer {
         user_id: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
-        let converted = args(env, [room_id, user_id]);
+        let converted = args(env, [(Arg::Id("roomId"), room_id), (Arg::Id("userId"), user_id)]);
         settle(env, async move {
             let [room_id, user_id] = converted?;
             core.stop_produce(&required(room_id), &required(user_id)).await
@@ -342,7 +473,7 @@ impl MediaServer {
         user_id: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
-        let converted = args(env, [room_id, user_id]);
+        let converted = args(env, [(Arg::Id("roomId"), room_id), (Arg::Id("userId"), user_id)]);
         settle(env, async move {
             let [room_id, user_id] = converted?;
             core.remove_user(&required(room_id), &required(user_id)).await
@@ -353,7 +484,7 @@ impl MediaServer {
     #[napi(ts_args_type = "roomId: string | number", ts_return_type = "Promise<DeleteRoomResponse>")]
     pub fn delete_room<'env>(&self, env: &'env Env, room_id: Option<Unknown<'_>>) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
-        let converted = args(env, [room_id]);
+        let converted = args(env, [(Arg::Id("roomId"), room_id)]);
         settle(env, async move {
             let [room_id] = converted?;
             core.delete_room(&required(room_id)).await
@@ -370,10 +501,23 @@ impl MediaServer {
         user_id: Option<Unknown<'_>>,
     ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
-        let converted = args(env, [room_id, user_id]);
+        let converted = args(env, [(Arg::Id("roomId"), room_id), (Arg::Id("userId"), user_id)]);
         settle(env, async move {
             let [room_id, user_id] = converted?;
             core.get_stats(&required(room_id), user_id.as_ref()).await
+        })
+    }
+
+    /// What a room holds: its users with their `userInfo` and producers (constraints, codecs,
+    /// connection state), and every downstream with its state and whether an offer waits for
+    /// its answer. Read only.
+    #[napi(ts_args_type = "roomId: string | number", ts_return_type = "Promise<RoomView>")]
+    pub fn get_room<'env>(&self, env: &'env Env, room_id: Option<Unknown<'_>>) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
+        let core = self.core.clone();
+        let converted = args(env, [(Arg::Id("roomId"), room_id)]);
+        settle(env, async move {
+            let [room_id] = converted?;
+            core.get_room(&required(room_id)).await
         })
     }
 
@@ -388,10 +532,7 @@ impl MediaServer {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
-        settle(env, async move {
-            core.close().await;
-            Ok(())
-        })
+        settle(env, async move { core.close().await })
     }
 }
 

@@ -165,12 +165,39 @@ pub fn parse_body(value: Option<&Value>) -> SfuResult<Map<String, Value>> {
     }
 }
 
-/// `userInfo` is any JSON value; absent or `null` means the default `{}`.
-pub fn user_info_of(body: &Map<String, Value>) -> Value {
+/// `userInfo` is any JSON value of at most `max_bytes` serialised; absent or `null` means the
+/// default `{}`. The limit matters: every join echoes every other user's `userInfo`, so the
+/// bytes a room moves grow with the square of its size.
+pub fn user_info_of(body: &Map<String, Value>, max_bytes: usize) -> SfuResult<Value> {
     match body.get("userInfo") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(v) => v.clone(),
+        None | Some(Value::Null) => Ok(Value::Object(Map::new())),
+        Some(v) => {
+            let size = serialized_len(v);
+            if size > max_bytes {
+                return Err(SfuError::InvalidArgument(format!(
+                    "userInfo is {size} bytes as JSON, over the limit of {max_bytes} (option maxUserInfoBytes)"
+                )));
+            }
+            Ok(v.clone())
+        }
     }
+}
+
+/// The length of `value` as compact JSON, without building the text.
+fn serialized_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 fn parse_description(what: &str, value: &Value) -> SfuResult<SessionDescription> {
@@ -264,7 +291,7 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
     use std::net::IpAddr;
     use std::time::Duration;
 
-    const KEYS: [&str; 10] = [
+    const KEYS: [&str; 11] = [
         "listenIp",
         "announcedIp",
         "listenIps",
@@ -275,6 +302,7 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
         "maxUsersPerRoom",
         "maxConnections",
         "offerTimeoutMs",
+        "maxUserInfoBytes",
     ];
     let mut options = super::ServerOptions::default();
     let map = match value {
@@ -355,6 +383,9 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
         max_users_per_room: limit("maxUsersPerRoom")?,
         max_connections: limit("maxConnections")?,
     };
+    if let Some(max) = count("maxUserInfoBytes")? {
+        options.max_user_info_bytes = usize::try_from(max).unwrap_or(usize::MAX);
+    }
     if map.contains_key("offerTimeoutMs") {
         // null: offers wait forever.
         options.offer_timeout = count("offerTimeoutMs")?.map(Duration::from_millis);
@@ -394,10 +425,20 @@ mod tests {
 
     #[test]
     fn user_info_defaults_to_empty_object_and_is_kept_untouched() {
-        assert_eq!(user_info_of(&Map::new()), json!({}));
+        assert_eq!(user_info_of(&Map::new(), 16).unwrap(), json!({}));
         let info = json!({"contactId": 11, "nested": [1, {"a": null}]});
-        assert_eq!(user_info_of(&obj(json!({ "userInfo": info.clone() }))), info);
-        assert_eq!(user_info_of(&obj(json!({ "userInfo": 5 }))), json!(5));
+        assert_eq!(user_info_of(&obj(json!({ "userInfo": info.clone() })), 1024).unwrap(), info);
+        assert_eq!(user_info_of(&obj(json!({ "userInfo": 5 })), 1024).unwrap(), json!(5));
+    }
+
+    #[test]
+    fn user_info_over_the_limit_is_refused() {
+        let info = json!({"name": "\u{e9}\u{e9}"});
+        let exact = serde_json::to_string(&info).unwrap().len();
+        assert_eq!(user_info_of(&obj(json!({ "userInfo": info.clone() })), exact).unwrap(), info);
+        let err = user_info_of(&obj(json!({ "userInfo": info })), exact - 1).unwrap_err();
+        assert_eq!(err.code(), "INVALID_ARGUMENT");
+        assert!(err.to_string().contains("maxUserInfoBytes"), "{err}");
     }
 
     #[test]

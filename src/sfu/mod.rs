@@ -12,6 +12,7 @@ pub mod ports;
 pub mod room;
 pub mod sdp;
 pub mod stats;
+pub mod view;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use api::*;
 use error::{SfuError, SfuResult};
@@ -29,8 +30,12 @@ use events::{EventSink, RoomClosedReason};
 use mux::UdpMux;
 use peer::{ConnectionBudget, ConnectionCounter, ListenAddr, NetworkConfig, PeerContext};
 use ports::PortPool;
-use room::{Command, Room, RoomStats};
+use room::{Command, Room, RoomLink};
 use stats::{ConnectionStats, ForwardTotals};
+use view::RoomView;
+
+/// The default limit on one user's `userInfo`, serialised.
+pub const DEFAULT_MAX_USER_INFO_BYTES: usize = 16 * 1024;
 
 /// How long a downstream offer waits for its answer by default.
 pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,6 +63,7 @@ pub struct ServerOptions {
     pub limits: Limits,
     /// `None`: offers wait for their answers forever.
     pub offer_timeout: Option<Duration>,
+    pub max_user_info_bytes: usize,
 }
 
 impl Default for ServerOptions {
@@ -69,6 +75,7 @@ impl Default for ServerOptions {
             tcp: false,
             limits: Limits::default(),
             offer_timeout: Some(DEFAULT_OFFER_TIMEOUT),
+            max_user_info_bytes: DEFAULT_MAX_USER_INFO_BYTES,
         }
     }
 }
@@ -83,6 +90,7 @@ pub struct Shared {
     pub offer_timeout: Option<Duration>,
     pub events: EventSink,
     pub forwarded: Arc<ForwardTotals>,
+    pub max_user_info_bytes: usize,
 }
 
 impl Shared {
@@ -117,7 +125,7 @@ pub struct RoomConnectionStats {
 }
 
 struct RoomHandle {
-    tx: mpsc::Sender<Command>,
+    link: RoomLink,
     /// Tells this room apart from a later one with the same id.
     serial: u64,
 }
@@ -161,11 +169,17 @@ impl MediaServerCore {
                 offer_timeout: options.offer_timeout,
                 events,
                 forwarded: Arc::new(ForwardTotals::default()),
+                max_user_info_bytes: options.max_user_info_bytes,
             }),
             rooms: Mutex::new(HashMap::new()),
             next_serial: Default::default(),
             closed: AtomicBool::new(false),
         })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomHandle>> {
@@ -190,7 +204,7 @@ impl MediaServerCore {
         let (tx, serial) = {
             let rooms = self.rooms();
             let handle = rooms.get(room_id).ok_or_else(|| SfuError::room_not_found(room_id))?;
-            (handle.tx.clone(), handle.serial)
+            (handle.link.tx.clone(), handle.serial)
         };
         let (reply_tx, reply_rx) = oneshot::channel();
         if tx.send(command(reply_tx)).await.is_err() {
@@ -217,7 +231,13 @@ impl MediaServerCore {
         let room_id = parse_optional_id("roomId", room_id)?;
         let body = parse_body(body)?;
         let user_id = parse_optional_id("userId", body.get("userId"))?;
-        let user_info = user_id.as_ref().map(|_| user_info_of(&body));
+        let user_info = match &user_id {
+            Some(_) => Some(user_info_of(&body, self.shared.max_user_info_bytes)?),
+            None if body.get("userInfo").is_some_and(|v| !v.is_null()) => {
+                return Err(SfuError::InvalidArgument("userInfo is given without userId: whose is it?".into()));
+            }
+            None => None,
+        };
         self.check_open()?;
         let room_id = room_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         {
@@ -236,9 +256,9 @@ impl MediaServerCore {
                 return Err(SfuError::ResourceExhausted("maxUsersPerRoom is 0".into()));
             }
             let first_user = user_id.clone().zip(user_info.clone());
-            let tx = Room::spawn(&room_id, self.shared.clone(), first_user);
+            let link = Room::spawn(&room_id, self.shared.clone(), first_user);
             let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
-            rooms.insert(room_id.clone(), RoomHandle { tx, serial });
+            rooms.insert(room_id.clone(), RoomHandle { link, serial });
         }
         tracing::info!(room = %room_id, user = %user_id.as_deref().unwrap_or(""), "room created");
         Ok(CreateRoomResponse { room_id, user_id, users: Vec::new(), user_info })
@@ -247,7 +267,7 @@ impl MediaServerCore {
     pub async fn add_user(&self, room_id: &Value, user_id: &Value, body: Option<&Value>) -> SfuResult<AddUserResponse> {
         let room_id = parse_id("roomId", room_id)?;
         let user_id = parse_id("userId", user_id)?;
-        let user_info = user_info_of(&parse_body(body)?);
+        let user_info = user_info_of(&parse_body(body)?, self.shared.max_user_info_bytes)?;
         self.ask(&room_id, |reply| Command::AddUser { user_id, user_info, reply }).await
     }
 
@@ -290,7 +310,7 @@ impl MediaServerCore {
         let handle = self.rooms().remove(&room_id).ok_or_else(|| SfuError::room_not_found(&room_id))?;
         let (reply_tx, reply_rx) = oneshot::channel();
         let delete = Command::Delete { reason: RoomClosedReason::Deleted, reply: reply_tx };
-        if handle.tx.send(delete).await.is_err() {
+        if handle.link.tx.send(delete).await.is_err() {
             return Err(SfuError::room_not_found(&room_id));
         }
         reply_rx
@@ -306,52 +326,55 @@ impl MediaServerCore {
         Ok(RoomConnectionStats { room_id, connections })
     }
 
+    /// What a room holds: its users, producers and downstreams.
+    pub async fn get_room(&self, room_id: &Value) -> SfuResult<RoomView> {
+        let room_id = parse_id("roomId", room_id)?;
+        self.ask(&room_id, |reply| Command::Inspect { reply }).await
+    }
+
+    /// Counts over every room, as each room last published them: never waits for a busy room.
     pub async fn stats(&self) -> SfuResult<ServerStats> {
         self.check_open()?;
-        let handles: Vec<_> = self.rooms().values().map(|h| h.tx.clone()).collect();
         let (forwarded_packets, forwarded_bytes) = self.shared.forwarded.read();
         let mut stats = ServerStats {
-            rooms: handles.len(),
+            rooms: 0,
             users: 0,
             upstream_connections: 0,
             downstream_connections: 0,
-            live_connections: 0,
+            live_connections: self.shared.live.get(),
             ports_in_use: self.shared.ports.in_use(),
             forwarded_packets,
             forwarded_bytes,
             udp_port: self.shared.net.mux.as_ref().map(|m| m.port()),
         };
-        for tx in handles {
-            let (reply_tx, reply_rx) = oneshot::channel();
-            if tx.send(Command::Stats { reply: reply_tx }).await.is_err() {
-                continue;
-            }
-            if let Ok(Ok(RoomStats { users, upstreams, downstreams })) = reply_rx.await {
-                stats.users += users;
-                stats.upstream_connections += upstreams;
-                stats.downstream_connections += downstreams;
-            }
+        for handle in self.rooms().values() {
+            let counts = handle.link.counts.read();
+            stats.rooms += 1;
+            stats.users += counts.users;
+            stats.upstream_connections += counts.upstreams;
+            stats.downstream_connections += counts.downstreams;
         }
-        stats.live_connections = self.shared.live.get();
         Ok(stats)
     }
 
-    /// Closes every room and connection. Later calls fail with `SERVER_CLOSED`.
-    pub async fn close(&self) {
+    /// Closes every room and connection, without waiting for a command in progress (it is
+    /// cut short and rejects with `SERVER_CLOSED`). Later calls, a second `close` included,
+    /// fail with `SERVER_CLOSED`.
+    pub async fn close(&self) -> SfuResult<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
-            return;
+            return Err(SfuError::ServerClosed);
         }
-        let rooms: Vec<_> = self.rooms().drain().collect();
-        for (room_id, handle) in rooms {
-            let (reply_tx, reply_rx) = oneshot::channel();
-            let delete = Command::Delete { reason: RoomClosedReason::ServerClosed, reply: reply_tx };
-            if handle.tx.send(delete).await.is_ok() {
-                if let Ok(Err(e)) = reply_rx.await {
-                    tracing::warn!(room = %room_id, error = %e, "closing a room failed");
-                }
+        let rooms: Vec<_> = self.rooms().drain().map(|(_, handle)| handle).collect();
+        for handle in &rooms {
+            let _ = handle.link.shutdown.send(true);
+        }
+        for handle in rooms {
+            if let Err(e) = handle.link.task.await {
+                tracing::warn!(error = %e, "a room's task ended abnormally while closing");
             }
         }
         tracing::info!("media server closed");
+        Ok(())
     }
 }
 
@@ -407,7 +430,7 @@ mod tests {
         assert_eq!(code(s.create_room(Some(&json!("b")), None).await), "RESOURCE_EXHAUSTED");
         s.add_user(&json!("a"), &json!("2"), None).await.unwrap();
         assert_eq!(code(s.add_user(&json!("a"), &json!("3"), None).await), "RESOURCE_EXHAUSTED");
-        let offer = json!({"offer": {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=sendonly\r\na=mid:0\r\n"}});
+        let offer = json!({"offer": {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\na=fingerprint:sha-256 AB:CD\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=sendonly\r\na=mid:0\r\n"}});
         assert_eq!(code(s.produce(&json!("a"), &json!("1"), Some(&offer)).await), "RESOURCE_EXHAUSTED", "maxConnections 0");
         let stats = s.stats().await.unwrap();
         assert_eq!((stats.rooms, stats.users, stats.upstream_connections, stats.live_connections), (1, 2, 0, 0));
@@ -423,7 +446,7 @@ mod tests {
         s.create_room(Some(&json!("by-close")), None).await.unwrap();
         s.delete_room(&json!("by-call")).await.unwrap();
         s.remove_user(&json!("by-leaving"), &json!("u")).await.unwrap();
-        s.close().await;
+        s.close().await.unwrap();
         let reasons: Vec<_> = seen
             .lock()
             .unwrap()
@@ -463,7 +486,8 @@ mod tests {
         assert_eq!(s.delete_room(&json!("r")).await.unwrap().count, 1);
         assert_eq!(code(s.delete_room(&json!("r")).await), "ROOM_NOT_FOUND");
         s.create_room(Some(&json!("r2")), None).await.unwrap();
-        s.close().await;
+        s.close().await.unwrap();
+        assert_eq!(code(s.close().await), "SERVER_CLOSED", "a second close");
         assert_eq!(code(s.create_room(None, None).await), "SERVER_CLOSED");
         assert_eq!(code(s.delete_room(&json!("r2")).await), "SERVER_CLOSED");
         assert_eq!(code(s.stats().await), "SERVER_CLOSED");

@@ -154,15 +154,17 @@ impl ConnectionBudget {
         self.open.load(Ordering::Acquire)
     }
 
-    pub fn acquire(&self) -> SfuResult<BudgetSlot> {
+    /// Takes `n` places at once, or none: a call that will open several connections reserves
+    /// them all before it opens the first.
+    pub fn reserve(&self, n: usize) -> SfuResult<Vec<BudgetSlot>> {
         let taken = self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| match self.max {
-            Some(max) if open >= max => None,
-            _ => Some(open + 1),
+            Some(max) if open + n > max => None,
+            _ => Some(open + n),
         });
         match taken {
-            Ok(_) => Ok(BudgetSlot(self.open.clone())),
+            Ok(_) => Ok((0..n).map(|_| BudgetSlot(self.open.clone())).collect()),
             Err(open) => Err(SfuError::ResourceExhausted(format!(
-                "the server holds {open} connections, the limit maxConnections"
+                "the server holds {open} connections and this call needs {n} more, over the limit maxConnections"
             ))),
         }
     }
@@ -176,8 +178,26 @@ pub struct Peer {
     report: Arc<StateReport>,
     rates: RateMeter,
     net: NetworkConfig,
+    /// Set once `close` ran; a peer dropped without it (a command that failed or panicked
+    /// half way) is closed on drop.
+    closing: AtomicBool,
     _port: PortLease,
     _slot: BudgetSlot,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if self.closing.load(Ordering::Acquire) {
+            return;
+        }
+        let (pc, report) = (self.pc.clone(), self.report.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = pc.close().await;
+                report.report(ConnectionState::Closed);
+            });
+        }
+    }
 }
 
 /// Events a connection reports to the part of the SFU that owns it.
@@ -382,9 +402,14 @@ pub struct PeerContext<'a> {
     pub sink: &'a EventSink,
 }
 
-pub async fn build_peer<E: PeerEvents>(ctx: PeerContext<'_>, label: ConnectionLabel, events: E) -> SfuResult<Peer> {
+/// Builds a connection in the place `slot` holds for it in the connection budget.
+pub async fn build_peer<E: PeerEvents>(
+    ctx: PeerContext<'_>,
+    slot: BudgetSlot,
+    label: ConnectionLabel,
+    events: E,
+) -> SfuResult<Peer> {
     let net = ctx.net;
-    let slot = ctx.budget.acquire()?;
     let direction = label.direction;
     let (gathering_done, gathering) = watch::channel(false);
     let report = Arc::new(StateReport {
@@ -404,6 +429,7 @@ pub async fn build_peer<E: PeerEvents>(ctx: PeerContext<'_>, label: ConnectionLa
         report,
         rates: RateMeter::new(Instant::now()),
         net: net.clone(),
+        closing: AtomicBool::new(false),
         _port: port,
         _slot: slot,
     })
@@ -534,8 +560,14 @@ impl Peer {
         connection_stats(&self.report.label, state, &report, codecs, &self.rates, shared_port, now)
     }
 
+    /// The connection's last reported state.
+    pub fn state(&self) -> ConnectionState {
+        *self.report.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Closes the connection and reports it `closed` (once, whoever closed it).
     pub async fn close(&self) {
+        self.closing.store(true, Ordering::Release);
         if let Err(e) = self.pc.close().await {
             tracing::warn!(error = %e, "closing a peer connection failed");
         }

@@ -442,7 +442,8 @@ mod tests {
         async fn connect(&self) -> SfuResult<Peer> {
             let ctx = PeerContext { net: &self.net, ports: &self.pool, budget: &self.budget, live: &self.live, sink: &self.sink };
             let label = ConnectionLabel { room_id: "r".into(), user_id: "u".into(), producer_id: "u".into(), direction: Direction::Upstream };
-            build_peer(ctx, label, NoEvents).await
+            let slot = self.budget.reserve(1)?.pop().expect("one slot reserved");
+            build_peer(ctx, slot, label, NoEvents).await
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -15,20 +15,21 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::TrackRemote;
-use webrtc::peer_connection::RTCSessionDescription;
+use webrtc::peer_connection::{RTCSdpType, RTCSessionDescription};
 use webrtc::rtp_transceiver::RtpTransceiver;
 
 use super::api::*;
 use super::error::{SfuError, SfuResult};
 use super::events::{ConnectionLabel, ConnectionState, Direction, RoomClosedReason, ServerEvent};
 use super::forward::{spawn_keyframe_relay, Control, ForwarderHandle, Subscriber};
-use super::peer::{build_peer, Peer, PeerEvents};
+use super::peer::{build_peer, BudgetSlot, Peer, PeerEvents};
 use super::sdp::{self, Codec, Kind};
 use super::stats::ConnectionStats;
+use super::view::{ConsumerView, KindCodecs, ProducerView, RoomView, UserView};
 use super::Shared;
 
 type Reply<T> = oneshot::Sender<SfuResult<T>>;
@@ -41,7 +42,8 @@ pub enum Command {
     /// Replies with the response and whether the room is now empty (and so gone).
     RemoveUser { user_id: String, reply: Reply<(LeaveResponse, bool)> },
     Delete { reason: RoomClosedReason, reply: Reply<DeleteRoomResponse> },
-    Stats { reply: Reply<RoomStats> },
+    /// What the room holds, for `getRoom`.
+    Inspect { reply: Reply<RoomView> },
     /// Per-connection statistics, of one user's connections or of all.
     ConnectionStats { user_id: Option<String>, reply: Reply<Vec<ConnectionStats>> },
     /// Sent by the room to itself when an offer's time to be answered is up.
@@ -57,10 +59,35 @@ impl Command {
             Command::StopProduce { reply, .. } => drop(reply.send(Err(err))),
             Command::RemoveUser { reply, .. } => drop(reply.send(Err(err))),
             Command::Delete { reply, .. } => drop(reply.send(Err(err))),
-            Command::Stats { reply } => drop(reply.send(Err(err))),
+            Command::Inspect { reply } => drop(reply.send(Err(err))),
             Command::ConnectionStats { reply, .. } => drop(reply.send(Err(err))),
             Command::OfferTimeout { .. } => {}
         }
+    }
+}
+
+/// A room's counts, published after every command so that `stats()` reads them without
+/// waiting for a room that is busy.
+#[derive(Debug, Default)]
+pub struct RoomCounts {
+    users: AtomicUsize,
+    upstreams: AtomicUsize,
+    downstreams: AtomicUsize,
+}
+
+impl RoomCounts {
+    pub fn read(&self) -> RoomStats {
+        RoomStats {
+            users: self.users.load(Ordering::Acquire),
+            upstreams: self.upstreams.load(Ordering::Acquire),
+            downstreams: self.downstreams.load(Ordering::Acquire),
+        }
+    }
+
+    fn publish(&self, stats: RoomStats) {
+        self.users.store(stats.users, Ordering::Release);
+        self.upstreams.store(stats.upstreams, Ordering::Release);
+        self.downstreams.store(stats.downstreams, Ordering::Release);
     }
 }
 
@@ -71,6 +98,15 @@ pub struct RoomStats {
     pub downstreams: usize,
 }
 
+/// What the server keeps of a running room: its queue, its published counts, and the switch
+/// that ends it at once (server close), even in the middle of a command.
+pub struct RoomLink {
+    pub tx: mpsc::Sender<Command>,
+    pub counts: Arc<RoomCounts>,
+    pub shutdown: watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
 struct User {
     id: Arc<str>,
     info: Value,
@@ -79,6 +115,9 @@ struct User {
 
 struct Upstream {
     producer: Arc<str>,
+    /// Names the producer's streams in the SDP the server writes (msid, cname): a token of
+    /// ours, so that no user id, whatever characters it holds, reaches SDP text.
+    token: Arc<str>,
     peer: Peer,
     constraints: Constraints,
     /// The codec the producer sends per kind (`None`: the kind is not produced).
@@ -101,6 +140,9 @@ struct Downstream {
     pending_offer: bool,
     /// Tells the latest offer apart from earlier ones whose timers may still fire.
     offer_serial: u64,
+    /// The serial of the last offer handed out to the backend: an offer made but never handed
+    /// out (its command failed half way) is one nobody can answer.
+    handed_out: u64,
 }
 
 /// Routes an upstream's remote tracks to the forwarders of their kind.
@@ -143,11 +185,27 @@ pub struct Room {
     closed: bool,
     /// The room's own queue, for timers; weak, so that they do not keep the room alive.
     commands: mpsc::WeakSender<Command>,
+    counts: Arc<RoomCounts>,
+    /// Tests make a command panic at a named step, to prove the room survives it.
+    #[cfg(test)]
+    fail_at: Option<&'static str>,
 }
 
 impl Room {
     /// Starts the room's task; `first_user` is the user `createRoom` may bring along.
-    pub fn spawn(id: &str, shared: Arc<Shared>, first_user: Option<(String, Value)>) -> mpsc::Sender<Command> {
+    pub fn spawn(id: &str, shared: Arc<Shared>, first_user: Option<(String, Value)>) -> RoomLink {
+        let (room, tx, rx) = Self::new(id, shared, first_user);
+        let counts = room.counts.clone();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(room.run(rx, shutdown_rx));
+        RoomLink { tx, counts, shutdown, task }
+    }
+
+    fn new(
+        id: &str,
+        shared: Arc<Shared>,
+        first_user: Option<(String, Value)>,
+    ) -> (Room, mpsc::Sender<Command>, mpsc::Receiver<Command>) {
         let (tx, rx) = mpsc::channel(64);
         let mut room = Room {
             id: Arc::from(id),
@@ -156,62 +214,134 @@ impl Room {
             downstreams: HashMap::new(),
             closed: false,
             commands: tx.downgrade(),
+            counts: Arc::default(),
+            #[cfg(test)]
+            fail_at: None,
         };
         if let Some((user_id, info)) = first_user {
             room.users.push(User { id: Arc::from(user_id.as_str()), info, upstream: None });
         }
-        tokio::spawn(room.run(rx));
-        tx
+        room.counts.publish(room.stats());
+        (room, tx, rx)
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(command) = rx.recv().await {
-            match command {
-                Command::AddUser { user_id, user_info, reply } => {
-                    let r = guard(self.add_user(user_id, user_info)).await;
-                    let _ = reply.send(r);
+    /// Panics if a test asked for a panic at `step`; nothing outside tests.
+    #[cfg(test)]
+    fn fail_point(&self, step: &str) {
+        if self.fail_at == Some(step) {
+            panic!("fail point {step}");
+        }
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    fn fail_point(&self, _step: &str) {}
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut shutdown: watch::Receiver<bool>) {
+        let mut ended_by = None;
+        loop {
+            let command = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    ended_by = Some(RoomClosedReason::ServerClosed);
+                    break;
                 }
-                Command::Produce { user_id, request, reply } => {
-                    let r = guard(self.produce(&user_id, request)).await;
-                    let _ = reply.send(r);
-                }
-                Command::Consume { user_id, answers, reply } => {
-                    let r = guard(self.consume(&user_id, answers)).await;
-                    let _ = reply.send(r);
-                }
-                Command::StopProduce { user_id, reply } => {
-                    let r = guard(self.stop_produce(&user_id)).await;
-                    let _ = reply.send(r);
-                }
-                Command::RemoveUser { user_id, reply } => {
-                    let r = guard(self.remove_user(&user_id)).await;
-                    let _ = reply.send(r);
-                }
-                Command::Delete { reason, reply } => {
-                    let r = guard(self.delete(reason)).await;
-                    let _ = reply.send(r);
-                }
-                Command::Stats { reply } => {
-                    let _ = reply.send(Ok(self.stats()));
-                }
-                Command::ConnectionStats { user_id, reply } => {
-                    let r = guard(self.connection_stats(user_id.as_deref())).await;
-                    let _ = reply.send(r);
-                }
-                Command::OfferTimeout { producer, consumer, serial } => {
-                    guard(async { Ok(self.offer_timed_out(producer, consumer, serial).await) }).await.ok();
-                }
+                command = rx.recv() => match command {
+                    Some(command) => command,
+                    None => break,
+                },
+            };
+            // A server close does not wait for the command: its future is dropped at its next
+            // await, and whatever it had half made is closed by `delete` below.
+            let mut stop = shutdown.clone();
+            let interrupted = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => true,
+                _ = self.execute(command) => false,
+            };
+            if interrupted {
+                ended_by = Some(RoomClosedReason::ServerClosed);
+                break;
             }
+            self.counts.publish(self.stats());
             if self.closed {
                 break;
             }
         }
+        if let Some(reason) = ended_by {
+            if let Err(Failure::Panic(_)) = guard(self.delete(reason)).await {
+                // Whatever is left is dropped with the room; closing it is best effort.
+                self.closed = true;
+            }
+            self.counts.publish(self.stats());
+        }
         // Calls that raced with the room's end learn that it is gone.
         rx.close();
+        let gone = |room: &Room| match ended_by {
+            Some(RoomClosedReason::ServerClosed) => SfuError::ServerClosed,
+            _ => SfuError::room_not_found(&room.id),
+        };
         while let Ok(command) = rx.try_recv() {
-            command.reject(SfuError::room_not_found(&self.id));
+            command.reject(gone(&self));
         }
         tracing::debug!(room = %self.id, "room task ended");
+    }
+
+    async fn execute(&mut self, command: Command) {
+        match command {
+            Command::AddUser { user_id, user_info, reply } => {
+                let r = guard(self.add_user(user_id, user_info)).await;
+                self.settle(reply, r).await;
+            }
+            Command::Produce { user_id, request, reply } => {
+                let r = guard(self.produce(&user_id, request)).await;
+                self.settle(reply, r).await;
+            }
+            Command::Consume { user_id, answers, reply } => {
+                let r = guard(self.consume(&user_id, answers)).await;
+                self.settle(reply, r).await;
+            }
+            Command::StopProduce { user_id, reply } => {
+                let r = guard(self.stop_produce(&user_id)).await;
+                self.settle(reply, r).await;
+            }
+            Command::RemoveUser { user_id, reply } => {
+                let r = guard(self.remove_user(&user_id)).await;
+                self.settle(reply, r).await;
+            }
+            Command::Delete { reason, reply } => {
+                let r = guard(self.delete(reason)).await;
+                self.settle(reply, r).await;
+            }
+            Command::Inspect { reply } => {
+                let r = guard(async { Ok(self.inspect()) }).await;
+                self.settle(reply, r).await;
+            }
+            Command::ConnectionStats { user_id, reply } => {
+                let r = guard(self.connection_stats(user_id.as_deref())).await;
+                self.settle(reply, r).await;
+            }
+            Command::OfferTimeout { producer, consumer, serial } => {
+                let r = guard(async { Ok(self.offer_timed_out(producer, consumer, serial).await) }).await;
+                if let Err(Failure::Panic(_)) = r {
+                    self.repair().await;
+                }
+            }
+        }
+    }
+
+    /// Replies to a command. After a panic the room first drops whatever the command left half
+    /// made, so that the next calls find a consistent room.
+    async fn settle<T>(&mut self, reply: Reply<T>, result: Result<T, Failure>) {
+        let result = match result {
+            Ok(value) => Ok(value),
+            Err(Failure::Error(e)) => Err(e),
+            Err(Failure::Panic(e)) => {
+                self.repair().await;
+                Err(e)
+            }
+        };
+        let _ = reply.send(result);
     }
 
     fn stats(&self) -> RoomStats {
@@ -242,10 +372,13 @@ impl Room {
             }
         }
         let consumer: Arc<str> = Arc::from(user_id.as_str());
+        let producers = self.users.iter().filter(|u| u.upstream.is_some()).count();
+        let mut slots = self.shared.budget.reserve(producers)?;
         let mut created: Vec<((Arc<str>, Arc<str>), Downstream, SessionDescription)> = Vec::new();
         for producer in &self.users {
             let Some(upstream) = &producer.upstream else { continue };
-            match self.open_downstream(upstream, &consumer).await {
+            let Some(slot) = slots.pop() else { break };
+            match self.open_downstream(upstream, &upstream.codecs, &consumer, slot).await {
                 Ok((downstream, offer)) => {
                     created.push(((producer.id.clone(), consumer.clone()), downstream, offer))
                 }
@@ -255,10 +388,11 @@ impl Room {
                 }
             }
         }
+        self.fail_point("add_user:opened");
         let mut offers: HashMap<Arc<str>, SessionDescription> = HashMap::new();
-        for (key, downstream, offer) in created {
+        for (key, mut downstream, offer) in created {
             offers.insert(key.0.clone(), offer);
-            self.arm_offer_timeout(&key, &downstream);
+            self.arm_offer_timeout(&key, &mut downstream);
             self.downstreams.insert(key, downstream);
         }
         let users = self
@@ -279,10 +413,18 @@ impl Room {
         Ok(AddUserResponse { id: user_id, user_info: info, users })
     }
 
+    /// Produces, or re-produces on the same connections. Everything that can fail for a
+    /// reason of the caller's or of the server's limits (the offer, the connection budget,
+    /// ports) fails before anything is committed, and is undone: the offer rolled back on an
+    /// existing upstream, new connections closed. Past that point only an internal error of
+    /// the WebRTC stack can fail a step; the downstreams it touched are then closed, so that
+    /// the room stays consistent, and the call rejects.
     async fn produce(&mut self, user_id: &str, request: ProduceRequest) -> SfuResult<ProduceResponse> {
         let index = self.user_index(user_id)?;
         let Some(offer) = request.offer else {
-            let patch = request.constraints.expect("parse_produce requires offer or constraints");
+            let Some(patch) = request.constraints else {
+                return Err(SfuError::InvalidArgument("produce needs an offer, constraints, or both".into()));
+            };
             return self.set_constraints(index, patch);
         };
         let plan = sdp::read_producer_offer(&offer.sdp_type, &offer.sdp)?;
@@ -290,74 +432,144 @@ impl Room {
             .map_err(|e| SfuError::InvalidSdp(format!("the offer does not parse: {e}")))?;
         let derived = Constraints { audio: plan.sends.sends_audio, video: plan.sends.sends_video };
         let constraints = request.constraints.map_or(derived, |patch| patch.apply(derived));
-
-        // 1. The upstream: a new connection, or a renegotiation of the existing one.
         let producer_id = self.users[index].id.clone();
-        let fresh = match self.users[index].upstream.take() {
-            Some(upstream) => Ok((upstream, false)),
-            None => self.open_upstream(&producer_id).await.map(|u| (u, true)),
+        let is_new = self.users[index].upstream.is_none();
+
+        // Every connection this call may open is reserved first.
+        let missing: Vec<Arc<str>> = self
+            .users
+            .iter()
+            .filter(|u| u.id != producer_id && !self.downstreams.contains_key(&(producer_id.clone(), u.id.clone())))
+            .map(|u| u.id.clone())
+            .collect();
+        let mut slots = self.shared.budget.reserve(missing.len() + usize::from(is_new))?;
+        let mut fresh = None;
+        if is_new {
+            let slot = slots.pop().ok_or_else(|| SfuError::Internal("no connection slot reserved".into()))?;
+            fresh = Some(self.open_upstream(&producer_id, slot).await?);
+        }
+
+        // 1. The offer applied to the upstream, the answer made but not yet committed.
+        let staged = match upstream_of(&fresh, &self.users[index]) {
+            Ok(upstream) => stage_answer(&upstream.peer, remote, &plan.sends).await,
+            Err(e) => Err(e),
         };
-        let (mut upstream, is_new) = fresh?;
-        let answer = match answer_offer(&upstream.peer, remote, &plan.sends).await {
-            Ok(answer) => answer,
+        let (answer, codecs) = match staged {
+            Ok(staged) => staged,
             Err(e) => {
-                self.discard_upstream(index, upstream, is_new).await;
+                self.undo_upstream(index, fresh).await;
                 return Err(e);
             }
         };
-        let previous_codecs = std::mem::replace(&mut upstream.codecs, answer.1);
-        let previous_constraints = std::mem::replace(&mut upstream.constraints, constraints);
+        self.fail_point("produce:staged");
 
-        // 2. One downstream per other user: renegotiated if it exists, opened if not.
-        let producer = &self.users[index];
+        // 2. New downstreams, for the users who have none from this producer.
         let mut opened: Vec<((Arc<str>, Arc<str>), Downstream, SessionDescription)> = Vec::new();
-        let mut renegotiated: Vec<(Arc<str>, SessionDescription)> = Vec::new();
         let mut failure = None;
-        for consumer in self.users.iter().filter(|u| u.id != producer.id) {
-            let key = (producer.id.clone(), consumer.id.clone());
-            let result = match self.downstreams.get_mut(&key) {
-                Some(downstream) => renegotiate_downstream(downstream, &upstream, &consumer.id)
-                    .await
-                    .map(|offer| renegotiated.push((consumer.id.clone(), offer))),
-                None => self
-                    .open_downstream(&upstream, &consumer.id)
-                    .await
-                    .map(|(downstream, offer)| opened.push((key, downstream, offer))),
-            };
-            if let Err(e) = result {
-                failure = Some(e);
-                break;
+        if let Ok(upstream) = upstream_of(&fresh, &self.users[index]) {
+            for (consumer, slot) in missing.iter().zip(slots.drain(..)) {
+                match self.open_downstream(upstream, &codecs, consumer, slot).await {
+                    Ok((downstream, offer)) => opened.push(((producer_id.clone(), consumer.clone()), downstream, offer)),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
             }
         }
         if let Some(e) = failure {
             close_all(opened.into_iter().map(|(_, d, _)| d)).await;
-            upstream.codecs = previous_codecs;
-            upstream.constraints = previous_constraints;
-            self.discard_upstream(index, upstream, is_new).await;
+            self.undo_upstream(index, fresh).await;
             return Err(e);
         }
+        self.fail_point("produce:opened");
 
-        // 3. Commit.
-        for kind in Kind::ALL {
-            let forwarder = &upstream.forwarders[kind.index()];
-            if let Some(codec) = &upstream.codecs[kind.index()] {
-                forwarder.send(Control::Source { payload_type: codec.payload_type, clock_rate: codec.clock_rate });
+        // 3. The existing downstreams renegotiated: new offers, not yet handed out.
+        let mut existing: Vec<_> = self.downstreams.keys().filter(|k| k.0 == producer_id).cloned().collect();
+        existing.sort();
+        let mut renegotiated: Vec<((Arc<str>, Arc<str>), SessionDescription)> = Vec::new();
+        let mut failure = None;
+        if let Ok(upstream) = upstream_of(&fresh, &self.users[index]) {
+            for key in &existing {
+                let Some(downstream) = self.downstreams.get_mut(key) else { continue };
+                match renegotiate_downstream(downstream, upstream, &codecs, &key.1).await {
+                    Ok(offer) => renegotiated.push((key.clone(), offer)),
+                    Err(e) => {
+                        failure = Some((key.clone(), e));
+                        break;
+                    }
+                }
             }
-            forwarder.send(Control::Mute(!kind_enabled(constraints, kind)));
         }
-        for (consumer, _) in &renegotiated {
-            let key = (producer_id.clone(), consumer.clone());
-            if let Some(downstream) = self.downstreams.get(&key) {
-                self.arm_offer_timeout(&key, downstream);
+        let failure = match failure {
+            Some((key, e)) => Some((Some(key), e)),
+            None => {
+                self.fail_point("produce:renegotiated");
+                // 4. The upstream's answer committed.
+                let committed = match upstream_of(&fresh, &self.users[index]) {
+                    Ok(upstream) => commit_answer(&upstream.peer, answer).await,
+                    Err(e) => Err(e),
+                };
+                match committed {
+                    Ok(answer) => {
+                        return Ok(self.commit_produce(index, fresh, codecs, constraints, opened, renegotiated, answer));
+                    }
+                    Err(e) => Some((None, e)),
+                }
+            }
+        };
+        let Some((failed, e)) = failure else { return Err(SfuError::Internal("unreachable".into())) };
+        close_all(opened.into_iter().map(|(_, d, _)| d)).await;
+        for key in renegotiated.into_iter().map(|(key, _)| key).chain(failed) {
+            tracing::error!(room = %self.id, producer = %key.0, user = %key.1, error = %e, "renegotiation failed: downstream closed");
+            self.close_downstream(&key).await;
+        }
+        self.undo_upstream(index, fresh).await;
+        Err(e)
+    }
+
+    /// The last step of `produce`: nothing here can fail.
+    #[allow(clippy::too_many_arguments)]
+    fn commit_produce(
+        &mut self,
+        index: usize,
+        fresh: Option<Upstream>,
+        codecs: [Option<Codec>; 2],
+        constraints: Constraints,
+        opened: Vec<((Arc<str>, Arc<str>), Downstream, SessionDescription)>,
+        renegotiated: Vec<((Arc<str>, Arc<str>), SessionDescription)>,
+        answer: String,
+    ) -> ProduceResponse {
+        let is_new = fresh.is_some();
+        if let Some(upstream) = fresh {
+            self.users[index].upstream = Some(upstream);
+        }
+        let producer_id = self.users[index].id.clone();
+        let mut previous_constraints = Constraints::NONE;
+        if let Some(upstream) = self.users[index].upstream.as_mut() {
+            upstream.codecs = codecs;
+            previous_constraints = std::mem::replace(&mut upstream.constraints, constraints);
+            for kind in Kind::ALL {
+                let forwarder = &upstream.forwarders[kind.index()];
+                if let Some(codec) = &upstream.codecs[kind.index()] {
+                    forwarder.send(Control::Source { payload_type: codec.payload_type, clock_rate: codec.clock_rate });
+                }
+                forwarder.send(Control::Mute(!kind_enabled(constraints, kind)));
             }
         }
-        let mut offers: HashMap<Arc<str>, SessionDescription> = renegotiated.into_iter().collect();
-        for (key, downstream, offer) in opened {
+        let mut offers: HashMap<Arc<str>, SessionDescription> = HashMap::new();
+        for (key, offer) in renegotiated {
+            if let Some(mut downstream) = self.downstreams.remove(&key) {
+                self.arm_offer_timeout(&key, &mut downstream);
+                self.downstreams.insert(key.clone(), downstream);
+            }
+            offers.insert(key.1, offer);
+        }
+        for (key, mut downstream, offer) in opened {
             offers.insert(key.1.clone(), offer);
-            self.arm_offer_timeout(&key, &downstream);
+            self.arm_offer_timeout(&key, &mut downstream);
             self.downstreams.insert(key, downstream);
         }
-        self.users[index].upstream = Some(upstream);
         let producer = &self.users[index];
         let outbound = self
             .users
@@ -372,15 +584,16 @@ impl Room {
             .collect();
         tracing::info!(room = %self.id, user = %producer.id, ?constraints, renegotiation = !is_new, "producing");
         if is_new || previous_constraints != constraints {
-            self.constraints_changed(&producer.id, constraints);
+            self.constraints_changed(&producer_id, constraints);
         }
-        Ok(ProduceResponse {
-            answer: Some(SessionDescription::answer(answer.0)),
+        let producer = &self.users[index];
+        ProduceResponse {
+            answer: Some(SessionDescription::answer(answer)),
             id: producer.id.to_string(),
             user_info: producer.info.clone(),
             constraints,
             outbound,
-        })
+        }
     }
 
     fn set_constraints(&mut self, index: usize, patch: ConstraintsPatch) -> SfuResult<ProduceResponse> {
@@ -417,40 +630,48 @@ impl Room {
             .collect()
     }
 
+    /// Applies answers to pending offers, all or none: every answer is checked against its
+    /// offer before the first is applied.
     async fn consume(&mut self, user_id: &str, answers: Vec<ConsumeAnswer>) -> SfuResult<ConsumeResponse> {
         let consumer = self.users[self.user_index(user_id)?].id.clone();
-        // Check every answer before applying any, so a bad one changes nothing.
         let mut checked = Vec::with_capacity(answers.len());
         for answer in answers {
             let producer = self.users[self.user_index(&answer.producer_id)?].id.clone();
             let key = (producer, consumer.clone());
-            if !self.downstreams.get(&key).is_some_and(|d| d.pending_offer) {
+            let Some(downstream) = self.downstreams.get(&key).filter(|d| d.pending_offer) else {
                 return Err(SfuError::NoPendingOffer(format!(
                     "no offer from producer '{}' is waiting for an answer from user '{user_id}'",
                     answer.producer_id
                 )));
-            }
-            sdp::check_description(&answer.answer.sdp_type, &answer.answer.sdp, "answer")?;
+            };
+            let sections = sdp::check_description(&answer.answer.sdp_type, &answer.answer.sdp, "answer")?;
+            let offer = downstream
+                .peer
+                .pc
+                .pending_local_description()
+                .await
+                .ok_or_else(|| SfuError::Internal("a pending offer without a local description".into()))?;
+            sdp::check_answer_matches_offer(&sdp::media_sections(&offer.sdp)?, &sections, &answer.answer.sdp)?;
             let remote = RTCSessionDescription::answer(answer.answer.sdp)
                 .map_err(|e| SfuError::InvalidSdp(format!("the answer does not parse: {e}")))?;
             checked.push((key, remote));
         }
+        self.fail_point("consume:checked");
         for (key, remote) in checked {
-            let downstream = self.downstreams.get_mut(&key).expect("checked above");
-            downstream
-                .peer
-                .pc
-                .set_remote_description(remote)
-                .await
-                .map_err(|e| SfuError::InvalidSdp(format!("the answer was refused: {e}")))?;
+            let Some(downstream) = self.downstreams.get_mut(&key) else { continue };
+            if let Err(e) = downstream.peer.pc.set_remote_description(remote).await {
+                // The checks above passed, so the stack refused what they do not cover. Earlier
+                // answers of this call are applied by now and cannot be taken back.
+                return Err(SfuError::InvalidSdp(format!("the answer was refused: {e}")));
+            }
             downstream.pending_offer = false;
-            let producer = self.users.iter().find(|u| u.id == key.0).expect("checked above");
-            let upstream = producer.upstream.as_ref().expect("a downstream exists only for a producer");
+            let Some(upstream) = self.users.iter().find(|u| u.id == key.0).and_then(|u| u.upstream.as_ref()) else {
+                continue;
+            };
             for kind in Kind::ALL {
                 let Some(down) = &downstream.tracks[kind.index()] else { continue };
                 let payload_type = negotiated_payload_type(down).await.unwrap_or(down.codec.payload_type);
-                let forwarder = &upstream.forwarders[kind.index()];
-                forwarder.send(Control::Subscribe(Subscriber {
+                upstream.forwarders[kind.index()].send(Control::Subscribe(Subscriber {
                     consumer: consumer.clone(),
                     connected: downstream.connected.clone(),
                     track: down.track.clone(),
@@ -537,13 +758,63 @@ impl Room {
         close_all(carrying.into_iter().filter_map(|k| self.downstreams.remove(&k))).await;
     }
 
-    /// Undoes `produce`'s first step after a later one failed.
-    async fn discard_upstream(&mut self, index: usize, upstream: Upstream, is_new: bool) {
-        if is_new {
+    /// Undoes `produce`'s first step: a new upstream is closed, an existing one has the offer
+    /// rolled back (it goes on with what it had negotiated before).
+    async fn undo_upstream(&mut self, index: usize, fresh: Option<Upstream>) {
+        if let Some(upstream) = fresh {
             upstream.forwarders.iter().for_each(|f| f.send(Control::Stop));
             upstream.peer.close().await;
-        } else {
-            self.users[index].upstream = Some(upstream);
+        } else if let Some(upstream) = self.users[index].upstream.as_ref() {
+            let mut rollback = RTCSessionDescription::default();
+            rollback.sdp_type = RTCSdpType::Rollback;
+            if let Err(e) = upstream.peer.pc.set_remote_description(rollback).await {
+                // Still have-remote-offer: the producer cannot renegotiate until it is closed.
+                tracing::error!(room = %self.id, user = %upstream.producer, error = %e, "rolling back an offer failed: upstream closed");
+                if let Some(upstream) = self.users[index].upstream.take() {
+                    let producer = upstream.producer.clone();
+                    self.close_producer(&producer, upstream).await;
+                    self.constraints_changed(&producer, Constraints::NONE);
+                }
+            }
+        }
+    }
+
+    /// After a command panicked: closes whatever it left half made, so that every remaining
+    /// downstream has its producer's upstream and its consumer, and no forwarder writes to a
+    /// consumer that has no downstream.
+    async fn repair(&mut self) {
+        for upstream in self.users.iter().filter_map(|u| u.upstream.as_ref()) {
+            if upstream.peer.pc.pending_remote_description().await.is_some() {
+                let mut rollback = RTCSessionDescription::default();
+                rollback.sdp_type = RTCSdpType::Rollback;
+                let _ = upstream.peer.pc.set_remote_description(rollback).await;
+            }
+        }
+        let orphans: Vec<_> = self
+            .downstreams
+            .iter()
+            .filter(|((producer, consumer), d)| {
+                let has_upstream = self.users.iter().any(|u| &u.id == producer && u.upstream.is_some());
+                let has_consumer = self.users.iter().any(|u| &u.id == consumer);
+                let unanswerable = d.pending_offer && d.handed_out != d.offer_serial;
+                !has_upstream || !has_consumer || unanswerable
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in orphans {
+            tracing::warn!(room = %self.id, producer = %key.0, user = %key.1, "downstream left half made: closed");
+            self.close_downstream(&key).await;
+        }
+        for user in &self.users {
+            let Some(upstream) = &user.upstream else { continue };
+            for consumer in self.users.iter().filter(|c| c.id != user.id) {
+                let key = (user.id.clone(), consumer.id.clone());
+                match self.downstreams.get(&key) {
+                    Some(d) if !d.pending_offer => {}
+                    // A pending offer's subscription is made when its answer comes.
+                    _ => upstream.forwarders.iter().for_each(|f| f.send(Control::Unsubscribe(consumer.id.clone()))),
+                }
+            }
         }
     }
 
@@ -551,13 +822,20 @@ impl Room {
         ConnectionLabel { room_id: self.id.clone(), user_id: user.clone(), producer_id: producer.clone(), direction }
     }
 
-    async fn open_upstream(&self, producer: &Arc<str>) -> SfuResult<Upstream> {
+    async fn open_upstream(&self, producer: &Arc<str>, slot: BudgetSlot) -> SfuResult<Upstream> {
         let forwarders =
             Kind::ALL.map(|kind| ForwarderHandle::spawn(kind, producer.clone(), self.shared.forwarded.clone()));
         let events = UpstreamEvents { forwarders: forwarders.clone() };
         let label = self.label(producer, producer, Direction::Upstream);
-        match build_peer(self.shared.peer_context(), label, events).await {
-            Ok(peer) => Ok(Upstream { producer: producer.clone(), peer, constraints: Constraints::NONE, codecs: [None, None], forwarders }),
+        match build_peer(self.shared.peer_context(), slot, label, events).await {
+            Ok(peer) => Ok(Upstream {
+                producer: producer.clone(),
+                token: Arc::from(sdp_token().as_str()),
+                peer,
+                constraints: Constraints::NONE,
+                codecs: [None, None],
+                forwarders,
+            }),
             Err(e) => {
                 forwarders.iter().for_each(|f| f.send(Control::Stop));
                 Err(e)
@@ -565,18 +843,24 @@ impl Room {
         }
     }
 
-    /// A new downstream from `producer` to `consumer`, with an offer carrying exactly its codecs.
-    async fn open_downstream(&self, upstream: &Upstream, consumer: &Arc<str>) -> SfuResult<(Downstream, SessionDescription)> {
+    /// A new downstream from `producer` to `consumer`, with an offer carrying exactly `codecs`.
+    async fn open_downstream(
+        &self,
+        upstream: &Upstream,
+        codecs: &[Option<Codec>; 2],
+        consumer: &Arc<str>,
+        slot: BudgetSlot,
+    ) -> SfuResult<(Downstream, SessionDescription)> {
         let connected = Arc::new(AtomicBool::new(false));
         let events =
             DownstreamEvents { video: upstream.forwarders[Kind::Video.index()].clone(), connected: connected.clone() };
         let label = self.label(consumer, &upstream.producer, Direction::Downstream);
-        let peer = build_peer(self.shared.peer_context(), label, events).await?;
+        let peer = build_peer(self.shared.peer_context(), slot, label, events).await?;
         let mut downstream =
-            Downstream { peer, connected, tracks: [None, None], pending_offer: false, offer_serial: 0 };
+            Downstream { peer, connected, tracks: [None, None], pending_offer: false, offer_serial: 0, handed_out: 0 };
         let result = async {
             for kind in Kind::ALL {
-                if let Some(codec) = &upstream.codecs[kind.index()] {
+                if let Some(codec) = &codecs[kind.index()] {
                     downstream.tracks[kind.index()] = Some(add_down_track(&downstream, upstream, kind, codec).await?);
                 }
             }
@@ -602,9 +886,10 @@ impl Room {
         });
     }
 
-    /// Closes the downstream `key` if its current offer is still unanswered when the server's
-    /// offer timeout is up.
-    fn arm_offer_timeout(&self, key: &(Arc<str>, Arc<str>), downstream: &Downstream) {
+    /// Marks the downstream's current offer as handed out, and closes the downstream if that
+    /// offer is still unanswered when the server's offer timeout is up.
+    fn arm_offer_timeout(&self, key: &(Arc<str>, Arc<str>), downstream: &mut Downstream) {
+        downstream.handed_out = downstream.offer_serial;
         let Some(timeout) = self.shared.offer_timeout else { return };
         let (commands, producer, consumer, serial) =
             (self.commands.clone(), key.0.clone(), key.1.clone(), downstream.offer_serial);
@@ -630,6 +915,39 @@ impl Room {
             producer_id: key.0.to_string(),
             timeout_ms,
         });
+    }
+
+    /// What the room holds: users, their producers, and every downstream with its offer state.
+    fn inspect(&self) -> RoomView {
+        let users = self
+            .users
+            .iter()
+            .map(|u| UserView {
+                id: u.id.to_string(),
+                user_info: u.info.clone(),
+                producer: u.upstream.as_ref().map(|up| ProducerView {
+                    constraints: up.constraints,
+                    codecs: KindCodecs::of(&up.codecs),
+                    state: up.peer.state(),
+                }),
+            })
+            .collect();
+        let mut keys: Vec<_> = self.downstreams.keys().collect();
+        keys.sort();
+        let consumers = keys
+            .into_iter()
+            .map(|key| {
+                let d = &self.downstreams[key];
+                ConsumerView {
+                    producer_id: key.0.to_string(),
+                    user_id: key.1.to_string(),
+                    state: d.peer.state(),
+                    pending_offer: d.pending_offer,
+                    codecs: KindCodecs::of(&d.tracks.each_ref().map(|t| t.as_ref().map(|t| t.codec.clone()))),
+                }
+            })
+            .collect();
+        RoomView { room_id: self.id.to_string(), users, consumers }
     }
 
     /// Statistics of every connection whose other end is `user_id` (its upstream and the
@@ -663,9 +981,15 @@ fn kind_enabled(constraints: Constraints, kind: Kind) -> bool {
     }
 }
 
-async fn guard<T>(fut: impl std::future::Future<Output = SfuResult<T>>) -> SfuResult<T> {
+/// How a command failed: an error it returned, or a panic caught here.
+enum Failure {
+    Error(SfuError),
+    Panic(SfuError),
+}
+
+async fn guard<T>(fut: impl std::future::Future<Output = SfuResult<T>>) -> Result<T, Failure> {
     match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(result) => result,
+        Ok(result) => result.map_err(Failure::Error),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
@@ -673,7 +997,7 @@ async fn guard<T>(fut: impl std::future::Future<Output = SfuResult<T>>) -> SfuRe
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             tracing::error!(panic = %what, "a room command panicked");
-            Err(SfuError::Internal(format!("internal error: {what}")))
+            Err(Failure::Panic(SfuError::Internal(format!("internal error: {what}"))))
         }
     }
 }
@@ -684,21 +1008,26 @@ async fn close_all(downstreams: impl Iterator<Item = Downstream>) {
     }
 }
 
-/// Applies a producer's offer and returns the complete answer with the codec negotiated per kind.
-async fn answer_offer(
+fn upstream_of<'a>(fresh: &'a Option<Upstream>, user: &'a User) -> SfuResult<&'a Upstream> {
+    fresh
+        .as_ref()
+        .or(user.upstream.as_ref())
+        .ok_or_else(|| SfuError::Internal(format!("user '{}' lost its upstream", user.id)))
+}
+
+/// Applies a producer's offer to its upstream and makes the answer, without committing it:
+/// until `commit_answer`, the offer can still be rolled back. Returns the answer and the codec
+/// it settles on per kind.
+async fn stage_answer(
     peer: &Peer,
     remote: RTCSessionDescription,
     sends: &sdp::ProducerOffer,
-) -> SfuResult<(String, [Option<Codec>; 2])> {
+) -> SfuResult<(RTCSessionDescription, [Option<Codec>; 2])> {
     let pc = &peer.pc;
     pc.set_remote_description(remote)
         .await
         .map_err(|e| SfuError::InvalidSdp(format!("the offer was refused: {e}")))?;
     let answer = pc.create_answer(None).await.map_err(|e| SfuError::internal("creating the answer", e))?;
-    pc.set_local_description(answer)
-        .await
-        .map_err(|e| SfuError::internal("applying the answer", e))?;
-    let answer = peer.complete_local_description().await?;
     let mut codecs = sdp::negotiated_codecs(&sdp::media_sections(&answer.sdp)?);
     for (kind, sent) in [(Kind::Audio, sends.sends_audio), (Kind::Video, sends.sends_video)] {
         if !sent {
@@ -711,7 +1040,21 @@ async fn answer_offer(
             )));
         }
     }
-    Ok((answer.sdp, codecs))
+    Ok((answer, codecs))
+}
+
+/// Commits a staged answer and returns it complete, with its candidates.
+async fn commit_answer(peer: &Peer, answer: RTCSessionDescription) -> SfuResult<String> {
+    peer.pc
+        .set_local_description(answer)
+        .await
+        .map_err(|e| SfuError::internal("applying the answer", e))?;
+    Ok(peer.complete_local_description().await?.sdp)
+}
+
+/// A name for SDP text (msid, cname): letters and digits only, whatever the ids are.
+fn sdp_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
 }
 
 fn rtc_codec(kind: Kind, codec: &Codec) -> RTCRtpCodec {
@@ -736,7 +1079,7 @@ fn random_ssrc() -> u32 {
 }
 
 async fn add_down_track(downstream: &Downstream, upstream: &Upstream, kind: Kind, codec: &Codec) -> SfuResult<DownTrack> {
-    let producer = &*upstream.producer;
+    let token = &*upstream.token;
     let ssrc = random_ssrc();
     let rtc_codec = rtc_codec(kind, codec);
     let rtp_kind = match kind {
@@ -744,9 +1087,9 @@ async fn add_down_track(downstream: &Downstream, upstream: &Upstream, kind: Kind
         Kind::Video => RtpCodecKind::Video,
     };
     let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        producer.to_owned(),
-        format!("{producer}-{}-{ssrc:08x}", kind.as_str()),
-        format!("{producer}-{}", kind.as_str()),
+        token.to_owned(),
+        format!("{token}-{}-{ssrc:08x}", kind.as_str()),
+        format!("{token}-{}", kind.as_str()),
         rtp_kind,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
@@ -798,10 +1141,11 @@ async fn make_offer(downstream: &mut Downstream) -> SfuResult<SessionDescription
 async fn renegotiate_downstream(
     downstream: &mut Downstream,
     upstream: &Upstream,
+    codecs: &[Option<Codec>; 2],
     consumer: &Arc<str>,
 ) -> SfuResult<SessionDescription> {
     for kind in Kind::ALL {
-        let wanted = &upstream.codecs[kind.index()];
+        let wanted = &codecs[kind.index()];
         let keep = match (&downstream.tracks[kind.index()], wanted) {
             (Some(current), Some(codec)) => current.codec.same_format(codec),
             (None, None) => true,
@@ -852,12 +1196,120 @@ fn kind_of_mime(mime: &str) -> Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sfu::{events, peer::ListenAddr, MediaServerCore, ServerOptions};
+    use serde_json::json;
+    use std::net::{IpAddr, Ipv4Addr};
 
     #[tokio::test]
     async fn a_panicking_command_becomes_an_internal_error() {
-        let result: SfuResult<()> = guard(async { panic!("boom") }).await;
-        let err = result.unwrap_err();
+        let result: Result<(), Failure> = guard(async { panic!("boom") }).await;
+        let Err(Failure::Panic(err)) = result else { panic!("the panic was not caught") };
         assert_eq!(err.code(), "INTERNAL");
         assert!(err.to_string().contains("boom"));
+    }
+
+    struct NoEvents;
+    impl PeerEvents for NoEvents {}
+
+    /// A producer's side, made with webrtc-rs: sendonly Opus and VP8 tracks.
+    async fn producer_client(shared: &Shared) -> Peer {
+        let slot = shared.budget.reserve(1).unwrap().pop().unwrap();
+        let label = ConnectionLabel {
+            room_id: "client".into(),
+            user_id: "client".into(),
+            producer_id: "client".into(),
+            direction: Direction::Downstream,
+        };
+        let peer = build_peer(shared.peer_context(), slot, label, NoEvents).await.unwrap();
+        let codecs = [
+            (Kind::Audio, RtpCodecKind::Audio, Codec { payload_type: 111, name: "opus".into(), clock_rate: 48_000, channels: 2, fmtp: "minptime=10;useinbandfec=1".into(), rtcp_fb: vec![] }),
+            (Kind::Video, RtpCodecKind::Video, Codec { payload_type: 96, name: "VP8".into(), clock_rate: 90_000, channels: 0, fmtp: String::new(), rtcp_fb: vec!["nack".into(), "nack pli".into()] }),
+        ];
+        for (kind, rtp_kind, codec) in codecs {
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                "s".into(),
+                format!("t-{}", kind.as_str()),
+                "l".into(),
+                rtp_kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(random_ssrc()), ..Default::default() },
+                    codec: rtc_codec(kind, &codec),
+                    ..Default::default()
+                }],
+            )));
+            peer.pc
+                .add_transceiver_from_track(
+                    track as Arc<dyn TrackLocal>,
+                    Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, streams: vec![], send_encodings: vec![] }),
+                )
+                .await
+                .unwrap();
+        }
+        peer
+    }
+
+    async fn offer_of(client: &Peer) -> SessionDescription {
+        let offer = client.pc.create_offer(None).await.unwrap();
+        client.pc.set_local_description(offer).await.unwrap();
+        SessionDescription::offer(client.complete_local_description().await.unwrap().sdp)
+    }
+
+    async fn produce(room: &mut Room, user: &str, offer: SessionDescription) -> SfuResult<ProduceResponse> {
+        let (reply, rx) = oneshot::channel();
+        let request = ProduceRequest { offer: Some(offer), constraints: None };
+        room.execute(Command::Produce { user_id: user.into(), request, reply }).await;
+        rx.await.unwrap()
+    }
+
+    fn server() -> MediaServerCore {
+        let listen = vec![ListenAddr { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), announced_ip: None }];
+        MediaServerCore::new(ServerOptions { listen, ..Default::default() }, events::discard()).unwrap()
+    }
+
+    /// A panic at each step of `produce`, first or re-produce, leaves a room whose every
+    /// downstream has a producer and an offer someone holds, and the next produce works.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_half_way_through_produce_leaves_a_room_the_next_calls_can_use() {
+        let core = server();
+        let shared = core.shared();
+        for (step, reproduce) in [
+            ("produce:staged", false),
+            ("produce:opened", false),
+            ("produce:renegotiated", false),
+            ("produce:staged", true),
+            ("produce:opened", true),
+            ("produce:renegotiated", true),
+        ] {
+            let (mut room, _tx, _rx) = Room::new("r", shared.clone(), Some(("p".into(), json!({}))));
+            room.users.push(User { id: "c".into(), info: json!({"n": 1}), upstream: None });
+            let client = producer_client(&shared).await;
+            if reproduce {
+                produce(&mut room, "p", offer_of(&client).await).await.unwrap();
+                assert_eq!(room.inspect().consumers.len(), 1);
+                // A third user joins after: the re-produce opens a downstream for it.
+                room.users.push(User { id: "d".into(), info: json!(null), upstream: None });
+            }
+            let before = room.inspect();
+            room.fail_at = Some(step);
+            let err = produce(&mut room, "p", offer_of(&client).await).await.unwrap_err();
+            assert_eq!(err.code(), "INTERNAL", "{step}");
+            room.fail_at = None;
+            let after = room.inspect();
+            assert_eq!(after.users.iter().map(|u| u.producer.is_some()).collect::<Vec<_>>(),
+                       before.users.iter().map(|u| u.producer.is_some()).collect::<Vec<_>>(), "{step}: producers");
+            for consumer in &after.consumers {
+                assert!(room.users.iter().any(|u| *u.id == *consumer.producer_id && u.upstream.is_some()), "{step}: orphan {consumer:?}");
+            }
+            for d in room.downstreams.values() {
+                assert!(!d.pending_offer || d.handed_out == d.offer_serial, "{step}: an offer nobody holds");
+            }
+            // The next produce works and offers every other user a downstream.
+            let response = produce(&mut room, "p", offer_of(&client).await).await.unwrap_or_else(|e| panic!("{step}: {e}"));
+            let offered = response.outbound.iter().filter(|o| o.offer.is_some()).count();
+            assert_eq!(offered, room.users.len() - 1, "{step}: offers after the repair");
+            assert_eq!(room.inspect().consumers.len(), room.users.len() - 1, "{step}");
+            room.delete(RoomClosedReason::Deleted).await.unwrap();
+            client.close().await;
+        }
     }
 }

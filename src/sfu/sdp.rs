@@ -84,6 +84,9 @@ pub struct MediaSection {
     pub direction: Direction,
     /// Payload formats in the order of the `m=` line.
     pub codecs: Vec<Codec>,
+    /// `a=bundle-only` (RFC 8843): with port 0 in an offer, a live section that shares the
+    /// transport of its BUNDLE group, not a rejected one.
+    pub bundle_only: bool,
 }
 
 impl MediaSection {
@@ -92,8 +95,11 @@ impl MediaSection {
         self.codecs.iter().find(|c| !is_repair_format(&c.name))
     }
 
-    fn is_rejected(&self) -> bool {
-        self.port == 0
+    /// Port 0 without `a=bundle-only`: the section is rejected (or stopped) and carries nothing
+    /// (RFC 3264 section 6, RFC 8829 section 5.8). A bundle-only section outside every BUNDLE
+    /// group is rejected too: `read_producer_offer` clears its flag.
+    pub fn is_rejected(&self) -> bool {
+        self.port == 0 && !self.bundle_only
     }
 }
 
@@ -137,7 +143,14 @@ pub fn media_sections(sdp: &str) -> SfuResult<Vec<MediaSection>> {
                     rtcp_fb: Vec::new(),
                 })
                 .collect();
-            sections.push(MediaSection { kind, mid: None, port, direction: session_direction, codecs });
+            sections.push(MediaSection {
+                kind,
+                mid: None,
+                port,
+                direction: session_direction,
+                codecs,
+                bundle_only: false,
+            });
             continue;
         }
         let Some(attr) = line.strip_prefix("a=") else { continue };
@@ -156,6 +169,8 @@ pub fn media_sections(sdp: &str) -> SfuResult<Vec<MediaSection>> {
         };
         if let Some(d) = direction {
             section.direction = d;
+        } else if attr == "bundle-only" {
+            section.bundle_only = true;
         } else if let Some(mid) = attr.strip_prefix("mid:") {
             section.mid = Some(mid.to_owned());
         } else if let Some(map) = attr.strip_prefix("rtpmap:") {
@@ -256,12 +271,470 @@ pub struct ProducerOfferPlan {
     pub sections: Vec<MediaSection>,
 }
 
-/// Checks a producer's offer (size, type, shape, the producer rules) and prepares the SDP the
-/// server applies.
+/// The identity (`a=msid`) the server gives the media sections of a producer's offer: one
+/// stream, one track per section. webrtc-rs names a connection's incoming tracks by it, and an
+/// offer without it (werift writes none) leaves every track with the same empty id, so that
+/// only the first one is ever delivered. The tokens are the server's own, never a user's id.
+const MSID_STREAM: &str = "mediaserver";
+
+/// Checks a producer's offer as JSEP (RFC 8829) and RFC 3264 read it, no stricter and no
+/// looser, refuses what the server could not forward, and prepares the SDP the server applies
+/// (`plan.sdp`), rewritten where webrtc-rs would otherwise misread it:
+///
+/// - a port-0 section with `a=bundle-only` inside the BUNDLE group is live (max-bundle, as
+///   GStreamer's webrtcbin offers); one without it is rejected: it sends nothing, leaves the
+///   BUNDLE group and becomes inactive, so that the answer rejects it (port 0);
+/// - the DTLS fingerprint is required (the BUNDLE transport's: its first section's, else the
+///   session's) and must be sha-256, the only one webrtc-rs verifies; the plan carries that
+///   one alone, at session level;
+/// - every live media section gets its own `a=msid` identity;
+/// - an SSRC may belong to one media section only;
+/// - simulcast is answered with one layer: the first RID of `a=simulcast:send` (RFC 8853: the
+///   most preferred), so the producer sends one stream; of an `a=ssrc-group:SIM`, whose layers
+///   cannot be declined in SDP, only the first SSRC (the layer libwebrtc never pauses) is
+///   declared, so webrtc-rs receives that one and drops the others;
+/// - webrtc-rs negotiates each kind's codecs from the first section of that kind, sending or
+///   not: a rejected section before the sending one is given the sending one's formats, and an
+///   inactive one that shares no codec with it is rejected, so that it cannot leave the sending
+///   section with none.
 pub fn read_producer_offer(sdp_type: &str, sdp: &str) -> SfuResult<ProducerOfferPlan> {
-    let sections = check_description(sdp_type, sdp, "offer")?;
+    let mut sections = check_description(sdp_type, sdp, "offer")?;
+    let text = SdpText::split(sdp);
+    if text.media.len() != sections.len() {
+        return Err(SfuError::InvalidSdp("the media sections of the offer could not be read".into()));
+    }
+    for (i, section) in sections.iter().enumerate() {
+        if section.mid.as_deref().is_none_or(str::is_empty) {
+            return Err(SfuError::InvalidSdp(format!(
+                "media section {i} has no a=mid; every media section of an offer needs one (RFC 8829 section 5.2.1)"
+            )));
+        }
+    }
+    let group = text.bundle_group();
+    let in_group = |section: &MediaSection| {
+        group.as_ref().is_some_and(|g| section.mid.as_ref().is_some_and(|mid| g.contains(mid)))
+    };
+    // RFC 8843 section 6: bundle-only outside every BUNDLE group is a rejected section.
+    let outside: Vec<bool> = sections.iter().map(|s| !in_group(s)).collect();
+    for (section, outside) in sections.iter_mut().zip(outside) {
+        if outside {
+            section.bundle_only = false;
+        }
+    }
+    let facts = text.media.iter().map(|lines| SectionFacts::read(lines)).collect::<SfuResult<Vec<_>>>()?;
     let sends = check_producer_offer(&sections)?;
-    Ok(ProducerOfferPlan { sdp: sdp.to_owned(), sends, sections })
+    let sending: [Option<usize>; 2] = Kind::ALL.map(|kind| {
+        sections.iter().position(|s| s.kind == Some(kind) && !s.is_rejected() && s.direction.sends())
+    });
+
+    // One transport: webrtc-rs answers only the first BUNDLE group, every other section with port 0.
+    let Some(group) = group.clone() else {
+        return Err(SfuError::InvalidSdp(
+            "the offer has no a=group:BUNDLE; the server receives a producer's media on one bundled transport (RFC 8843)"
+                .into(),
+        ));
+    };
+    for index in sending.iter().flatten() {
+        let section = &sections[*index];
+        if !in_group(section) {
+            return Err(SfuError::InvalidSdp(format!(
+                "the {} section (mid {}) is not in the offer's first BUNDLE group; the server receives a producer's media on one bundled transport (RFC 8843)",
+                kind_name(section),
+                mid_of(section)
+            )));
+        }
+    }
+    let tagged = group
+        .iter()
+        .find_map(|mid| sections.iter().position(|s| s.mid.as_deref() == Some(mid.as_str()) && !s.is_rejected()));
+    let fingerprint = transport_fingerprint(&text, &facts, tagged)?;
+    check_ssrcs(&sections, &facts)?;
+
+    // What the plan changes, section by section.
+    let mut edits: Vec<SectionEdit> = sections.iter().map(|s| SectionEdit { reject: s.is_rejected(), ..Default::default() }).collect();
+    for (kind, sender) in Kind::ALL.iter().zip(sending) {
+        let Some(sender) = sender else { continue };
+        for earlier in 0..sender {
+            if sections[earlier].kind != Some(*kind) {
+                continue;
+            }
+            if sections[earlier].is_rejected() || !shares_codec(&sections[earlier], &sections[sender]) {
+                edits[earlier].reject = true;
+                edits[earlier].formats_from = Some(sender);
+            }
+        }
+    }
+    let audio_video = sections.iter().filter(|s| s.kind.is_some()).count();
+    for (index, section) in sections.iter().enumerate() {
+        if section.kind.is_none() || edits[index].reject {
+            continue;
+        }
+        let edit = &mut edits[index];
+        edit.msid = true;
+        edit.rid = facts[index].chosen_rid();
+        edit.dropped_ssrcs = facts[index].simulcast_ssrcs_to_drop();
+        let declares = facts[index].ssrcs.iter().any(|s| !edit.dropped_ssrcs.contains(s));
+        if section.direction.sends() && !declares && edit.rid.is_none() && audio_video > 1 {
+            return Err(SfuError::InvalidSdp(format!(
+                "the {} section (mid {}) declares no SSRC (a=ssrc) and no RID (a=rid); with more than one media section the server tells a producer's streams apart by them",
+                kind_name(section),
+                mid_of(section)
+            )));
+        }
+    }
+    let tagged_port = tagged.map(|t| sections[t].port).filter(|p| *p != 0).unwrap_or(9);
+    let sdp = text.rewrite(&sections, &edits, &group, &fingerprint, tagged_port);
+    Ok(ProducerOfferPlan { sdp, sends, sections })
+}
+
+fn kind_name(section: &MediaSection) -> &'static str {
+    section.kind.map_or("application", Kind::as_str)
+}
+
+fn mid_of(section: &MediaSection) -> &str {
+    section.mid.as_deref().unwrap_or("-")
+}
+
+/// Whether `other` offers one of the formats the server would negotiate from `sender`.
+fn shares_codec(other: &MediaSection, sender: &MediaSection) -> bool {
+    sender.codecs.iter().filter(|c| c.is_supported() && !is_repair_format(&c.name)).any(|c| {
+        other.codecs.iter().any(|o| o.name.eq_ignore_ascii_case(&c.name) && o.clock_rate == c.clock_rate)
+    })
+}
+
+/// The fingerprint of the bundled transport, as the plan states it: `sha-256 <hex>`. RFC 8843
+/// section 7.1.3: the offerer-tagged (first) section's transport attributes apply to the whole
+/// group; a media-level fingerprint wins over the session-level one (RFC 8122 section 5).
+fn transport_fingerprint(text: &SdpText<'_>, facts: &[SectionFacts], tagged: Option<usize>) -> SfuResult<String> {
+    let session: Vec<&str> = text.session.iter().filter_map(|l| l.strip_prefix("a=fingerprint:")).collect();
+    let media: Vec<&str> = tagged.map(|t| facts[t].fingerprints.iter().map(String::as_str).collect()).unwrap_or_default();
+    let offered = if media.is_empty() { session } else { media };
+    if offered.is_empty() {
+        return Err(SfuError::InvalidSdp(
+            "the offer has no a=fingerprint, at session level or in its bundled transport's media section: the DTLS certificate could not be authenticated (RFC 8829 section 5.8)"
+                .into(),
+        ));
+    }
+    let mut algorithms = Vec::new();
+    for value in offered {
+        let mut parts = value.split_whitespace();
+        let (Some(algorithm), Some(hex), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(SfuError::InvalidSdp(format!("bad fingerprint: a=fingerprint:{value}")));
+        };
+        let well_formed = hex.split(':').all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+        if !well_formed {
+            return Err(SfuError::InvalidSdp(format!("bad fingerprint: a=fingerprint:{value}")));
+        }
+        if algorithm.eq_ignore_ascii_case("sha-256") {
+            return Ok(format!("sha-256 {hex}"));
+        }
+        algorithms.push(algorithm.to_owned());
+    }
+    Err(SfuError::InvalidSdp(format!(
+        "the offer's DTLS fingerprint uses {}; the server verifies certificates by their sha-256 fingerprint only",
+        algorithms.join(", ")
+    )))
+}
+
+/// RFC 5576 and RFC 8843 section 9.2: an SSRC names one RTP stream of one media section; two
+/// live sections of one bundled transport cannot share it.
+fn check_ssrcs(sections: &[MediaSection], facts: &[SectionFacts]) -> SfuResult<()> {
+    let mut owner: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for (index, fact) in facts.iter().enumerate() {
+        if sections[index].is_rejected() {
+            continue;
+        }
+        let grouped = fact.groups.iter().flat_map(|(_, ssrcs)| ssrcs.iter());
+        for ssrc in fact.ssrcs.iter().chain(grouped) {
+            let first = *owner.entry(*ssrc).or_insert(index);
+            if first != index {
+                return Err(SfuError::InvalidSdp(format!(
+                    "SSRC {ssrc} is declared by both the {} section (mid {}) and the {} section (mid {}); an SSRC names a stream of one media section (RFC 8843 section 9.2)",
+                    kind_name(&sections[first]),
+                    mid_of(&sections[first]),
+                    kind_name(&sections[index]),
+                    mid_of(&sections[index])
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The attributes of one media section that the checks and rewrites of an offer read.
+#[derive(Debug, Default)]
+struct SectionFacts {
+    fingerprints: Vec<String>,
+    /// `a=ssrc` ids, in order of first appearance.
+    ssrcs: Vec<u32>,
+    /// `a=ssrc-group` semantics and members.
+    groups: Vec<(String, Vec<u32>)>,
+    /// `a=rid` id and direction (`send` / `recv`, lower case).
+    rids: Vec<(String, String)>,
+    simulcast: Option<String>,
+    has_candidates: bool,
+}
+
+impl SectionFacts {
+    fn read(lines: &[&str]) -> SfuResult<Self> {
+        let mut facts = SectionFacts::default();
+        let bad_ssrc = |line: &str| SfuError::InvalidSdp(format!("bad SSRC in {line}"));
+        for line in lines {
+            let Some(attr) = line.strip_prefix("a=") else { continue };
+            if let Some(value) = attr.strip_prefix("fingerprint:") {
+                facts.fingerprints.push(value.trim().to_owned());
+            } else if let Some(value) = attr.strip_prefix("ssrc:") {
+                let id = value.split(' ').next().unwrap_or_default();
+                let ssrc = id.parse::<u32>().map_err(|_| bad_ssrc(line))?;
+                if !facts.ssrcs.contains(&ssrc) {
+                    facts.ssrcs.push(ssrc);
+                }
+            } else if let Some(value) = attr.strip_prefix("ssrc-group:") {
+                let mut parts = value.split_whitespace();
+                let semantics = parts.next().unwrap_or_default().to_owned();
+                let members = parts.map(|p| p.parse::<u32>().map_err(|_| bad_ssrc(line))).collect::<SfuResult<Vec<_>>>()?;
+                facts.groups.push((semantics, members));
+            } else if let Some(value) = attr.strip_prefix("rid:") {
+                let mut parts = value.split_whitespace();
+                if let (Some(id), Some(direction)) = (parts.next(), parts.next()) {
+                    facts.rids.push((id.to_owned(), direction.to_ascii_lowercase()));
+                }
+            } else if let Some(value) = attr.strip_prefix("simulcast:") {
+                facts.simulcast = Some(value.trim().to_owned());
+            } else if attr.starts_with("candidate:") {
+                facts.has_candidates = true;
+            }
+        }
+        Ok(facts)
+    }
+
+    /// The one RID the producer is asked to send: the first not paused in the send list of
+    /// `a=simulcast` (RFC 8853 section 5.1: in decreasing order of preference), else the first
+    /// `a=rid:… send`; `None` when the section sends no RID at all.
+    fn chosen_rid(&self) -> Option<String> {
+        let sends = |id: &str| self.rids.iter().any(|(rid, dir)| rid == id && dir == "send");
+        let listed: Vec<(String, bool)> = self
+            .simulcast
+            .as_deref()
+            .map(|value| {
+                let tokens: Vec<&str> = value.split_whitespace().collect();
+                tokens
+                    .chunks(2)
+                    .filter(|pair| pair[0].eq_ignore_ascii_case("send") && pair.len() == 2)
+                    .flat_map(|pair| pair[1].trim_start_matches("rid=").split([';', ',']))
+                    .map(|id| match id.strip_prefix('~') {
+                        Some(id) => (id.to_owned(), true),
+                        None => (id.to_owned(), false),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        listed
+            .iter()
+            .find(|(id, paused)| !paused && sends(id))
+            .or_else(|| listed.iter().find(|(id, _)| sends(id)))
+            .map(|(id, _)| id.clone())
+            .or_else(|| self.rids.iter().find(|(_, dir)| dir == "send").map(|(id, _)| id.clone()))
+    }
+
+    /// The SSRCs of every layer of an `a=ssrc-group:SIM` but the first, with their repair
+    /// streams (FID, FEC-FR). SDP has no way to decline those layers, so the plan leaves them
+    /// undeclared: webrtc-rs then receives the first layer alone.
+    fn simulcast_ssrcs_to_drop(&self) -> Vec<u32> {
+        let mut dropped = Vec::new();
+        for (semantics, members) in &self.groups {
+            if semantics.eq_ignore_ascii_case("SIM") {
+                dropped.extend(members.iter().skip(1));
+            }
+        }
+        let repairs: Vec<u32> = self
+            .groups
+            .iter()
+            .filter(|(semantics, members)| !semantics.eq_ignore_ascii_case("SIM") && members.len() > 1 && dropped.contains(&members[0]))
+            .flat_map(|(_, members)| members[1..].iter().copied())
+            .collect();
+        dropped.extend(repairs);
+        dropped
+    }
+}
+
+/// How the plan changes one media section.
+#[derive(Debug, Default)]
+struct SectionEdit {
+    /// Rejected: port 0, out of the BUNDLE group, inactive.
+    reject: bool,
+    /// Take the formats (m= line and rtpmap / fmtp / rtcp-fb) of this section instead.
+    formats_from: Option<usize>,
+    /// Give it the server's `a=msid` identity.
+    msid: bool,
+    /// The one RID it keeps (`None`: no RID, no simulcast).
+    rid: Option<String>,
+    /// SSRCs whose declarations are removed.
+    dropped_ssrcs: Vec<u32>,
+}
+
+/// An SDP as lines: the session part, and one block per media section (its `m=` line first).
+struct SdpText<'a> {
+    session: Vec<&'a str>,
+    media: Vec<Vec<&'a str>>,
+}
+
+fn is_codec_line(line: &str) -> bool {
+    ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"].iter().any(|p| line.starts_with(p))
+}
+
+fn is_direction_line(line: &str) -> bool {
+    matches!(line, "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive")
+}
+
+impl<'a> SdpText<'a> {
+    fn split(sdp: &'a str) -> Self {
+        let mut text = SdpText { session: Vec::new(), media: Vec::new() };
+        for raw in sdp.lines() {
+            let line = raw.trim_end_matches('\r');
+            if line.is_empty() {
+                continue;
+            }
+            if line.starts_with("m=") {
+                text.media.push(vec![line]);
+            } else if let Some(section) = text.media.last_mut() {
+                section.push(line);
+            } else {
+                text.session.push(line);
+            }
+        }
+        text
+    }
+
+    /// The mids of the first `a=group:BUNDLE`: the one group webrtc-rs answers.
+    fn bundle_group(&self) -> Option<Vec<String>> {
+        self.session.iter().find_map(|line| {
+            let value = line.strip_prefix("a=group:")?;
+            let mut parts = value.split_whitespace();
+            parts.next().filter(|s| s.eq_ignore_ascii_case("BUNDLE"))?;
+            Some(parts.map(str::to_owned).collect())
+        })
+    }
+
+    fn rewrite(&self, sections: &[MediaSection], edits: &[SectionEdit], group: &[String], fingerprint: &str, tagged_port: u16) -> String {
+        let mut out: Vec<String> = Vec::new();
+        // Session: one BUNDLE group (webrtc-rs reads the first a=group line as it), without
+        // the rejected sections, and the transport's fingerprint alone.
+        let kept: Vec<&str> = group
+            .iter()
+            .filter(|mid| {
+                !sections.iter().zip(edits).any(|(s, e)| e.reject && s.mid.as_deref() == Some(mid.as_str()))
+            })
+            .map(String::as_str)
+            .collect();
+        let mut grouped = false;
+        for line in &self.session {
+            if line.starts_with("a=fingerprint:") {
+                continue;
+            }
+            if line.starts_with("a=group:") {
+                if !grouped {
+                    out.push(format!("a=group:BUNDLE {}", kept.join(" ")));
+                    grouped = true;
+                }
+                continue;
+            }
+            out.push((*line).to_owned());
+        }
+        out.push(format!("a=fingerprint:{fingerprint}"));
+
+        for (index, lines) in self.media.iter().enumerate() {
+            let section = &sections[index];
+            let edit = &edits[index];
+            let donor = edit.formats_from.map(|d| &self.media[d]);
+            // The m= line: port, and formats.
+            let mut fields: Vec<&str> = lines[0].split_whitespace().collect();
+            let port = if edit.reject {
+                "0".to_owned()
+            } else if section.port == 0 && section.bundle_only {
+                tagged_port.to_string()
+            } else {
+                fields.get(1).copied().unwrap_or("9").to_owned()
+            };
+            let donor_fields: Vec<&str> = donor.map(|d| d[0].split_whitespace().collect()).unwrap_or_default();
+            if donor_fields.len() > 3 && fields.len() >= 3 {
+                fields.truncate(3);
+                fields.extend_from_slice(&donor_fields[3..]);
+            }
+            let mut m_line = fields.clone();
+            if m_line.len() > 1 {
+                m_line[1] = &port;
+            }
+            let mut block: Vec<String> = vec![m_line.join(" ")];
+            let identity = format!("{MSID_STREAM} {MSID_STREAM}-{index}");
+            let mut saw_direction = false;
+            for line in &lines[1..] {
+                if line.starts_with("a=fingerprint:") || line.starts_with("a=msid:") {
+                    continue;
+                }
+                if donor.is_some() && is_codec_line(line) {
+                    continue;
+                }
+                if is_direction_line(line) {
+                    saw_direction = true;
+                    let has_candidates = lines.iter().any(|l| l.starts_with("a=candidate:"));
+                    if edit.reject && !has_candidates {
+                        block.push("a=inactive".into());
+                        continue;
+                    }
+                }
+                if section.kind.is_some() && !edit.reject {
+                    if let Some(value) = line.strip_prefix("a=ssrc:") {
+                        let (id, attribute) = value.split_once(' ').unwrap_or((value, ""));
+                        if id.parse::<u32>().is_ok_and(|ssrc| edit.dropped_ssrcs.contains(&ssrc)) {
+                            continue;
+                        }
+                        if attribute.starts_with("msid:") {
+                            block.push(format!("a=ssrc:{id} msid:{identity}"));
+                            continue;
+                        }
+                    }
+                    if let Some(value) = line.strip_prefix("a=ssrc-group:") {
+                        let semantics = value.split_whitespace().next().unwrap_or_default();
+                        let drops = value.split_whitespace().skip(1).any(|s| s.parse::<u32>().is_ok_and(|s| edit.dropped_ssrcs.contains(&s)));
+                        if semantics.eq_ignore_ascii_case("SIM") || drops {
+                            continue;
+                        }
+                    }
+                    if let Some(value) = line.strip_prefix("a=rid:") {
+                        let mut parts = value.split_whitespace();
+                        let keep = parts.next() == edit.rid.as_deref()
+                            && parts.next().is_some_and(|d| d.eq_ignore_ascii_case("send"));
+                        if !keep {
+                            continue;
+                        }
+                    }
+                    if line.starts_with("a=simulcast:") {
+                        if let Some(rid) = &edit.rid {
+                            block.push(format!("a=simulcast:send {rid}"));
+                        }
+                        continue;
+                    }
+                }
+                block.push((*line).to_owned());
+            }
+            if edit.reject && !saw_direction {
+                block.push("a=inactive".into());
+            }
+            if let Some(donor) = donor {
+                block.extend(donor[1..].iter().filter(|l| is_codec_line(l)).map(|l| (*l).to_owned()));
+            }
+            if edit.msid {
+                // Before the first attribute, so that the SSRCs declared after it take it.
+                let at = block.iter().position(|l| l.starts_with("a=")).unwrap_or(block.len());
+                block.insert(at, format!("a=msid:{identity}"));
+            }
+            out.extend(block);
+        }
+        let mut sdp = out.join("\r\n");
+        sdp.push_str("\r\n");
+        sdp
+    }
 }
 
 /// The codec negotiated per kind, read from the server's own answer to a producer: the first
@@ -277,6 +750,43 @@ pub fn negotiated_codecs(answer_sections: &[MediaSection]) -> [Option<Codec>; 2]
         }
     }
     out
+}
+
+/// Checks that an answer answers the offer it is for (RFC 3264 section 6): the same media
+/// sections in the same order, each accepted one with a format the offer named, and the
+/// transport's credentials. Everything is checked before any answer of a `consume` is
+/// applied, so that a batch is applied whole or not at all.
+pub fn check_answer_matches_offer(offer: &[MediaSection], answer: &[MediaSection], answer_sdp: &str) -> SfuResult<()> {
+    if offer.len() != answer.len() {
+        return Err(SfuError::InvalidSdp(format!(
+            "the answer has {} media sections, the offer it answers has {}: was it made for another offer?",
+            answer.len(),
+            offer.len()
+        )));
+    }
+    for (i, (o, a)) in offer.iter().zip(answer).enumerate() {
+        if o.kind != a.kind || (o.mid.is_some() && a.mid.is_some() && o.mid != a.mid) {
+            return Err(SfuError::InvalidSdp(format!(
+                "media section {i} of the answer (mid {:?}) does not answer the offer's (mid {:?})",
+                a.mid.as_deref().unwrap_or("-"),
+                o.mid.as_deref().unwrap_or("-")
+            )));
+        }
+        if a.port == 0 || o.port == 0 {
+            continue;
+        }
+        if !a.codecs.iter().any(|c| o.codecs.iter().any(|oc| oc.payload_type == c.payload_type && oc.name.eq_ignore_ascii_case(&c.name) && oc.clock_rate == c.clock_rate)) {
+            return Err(SfuError::InvalidSdp(format!(
+                "media section {i} of the answer accepts no format the offer named"
+            )));
+        }
+    }
+    for (attribute, what) in [("a=fingerprint:", "DTLS fingerprint"), ("a=ice-ufrag:", "ICE username fragment"), ("a=ice-pwd:", "ICE password")] {
+        if !answer_sdp.lines().any(|l| l.starts_with(attribute)) {
+            return Err(SfuError::InvalidSdp(format!("the answer has no {what} ({attribute}…)")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
