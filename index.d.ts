@@ -158,6 +158,8 @@ export interface MediaServerOptions {
   logLevel?: string
   /** Receives each log record instead of stderr. Process-wide. */
   onLog?: (record: LogRecord) => void
+  /** Largest `userInfo` accepted, in bytes of its JSON; past it `INVALID_ARGUMENT`. Default 16384. */
+  maxUserInfoBytes?: number
 }
 
 export interface LogRecord {
@@ -291,6 +293,33 @@ export interface ConnectionStats {
 export interface RoomStats {
   roomId: string
   connections: ConnectionStats[]
+}
+
+/** The codec per kind, as a MIME type (`video/VP8`), or `null` for a kind not carried. */
+export interface KindCodecs {
+  audio: string | null
+  video: string | null
+}
+
+/** `getRoom()`: a read-only picture of what a room holds. */
+export interface RoomView {
+  roomId: string
+  /** In the order they joined. */
+  users: Array<{
+    id: string
+    userInfo: JsonValue
+    /** `null` while the user is not producing. */
+    producer: { constraints: Constraints; codecs: KindCodecs; state: ConnectionState } | null
+  }>
+  /** Every downstream (`userId` receiving `producerId`), ordered by producerId, then userId. */
+  consumers: Array<{
+    producerId: string
+    userId: string
+    state: ConnectionState
+    /** An offer of the server's waits for this user's answer. */
+    pendingOffer: boolean
+    codecs: KindCodecs
+  }>
 }
 
 /** The `code` of every `Error` a `MediaServer` method rejects with. */

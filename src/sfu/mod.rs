@@ -212,6 +212,8 @@ impl MediaServerCore {
         }
         match reply_rx.await {
             Ok(result) => result,
+            // Cut short by close().
+            Err(_) if self.closed.load(Ordering::Acquire) => Err(SfuError::ServerClosed),
             // The room's task is gone without replying: it can only have died.
             Err(_) => {
                 self.forget_room(room_id, serial);

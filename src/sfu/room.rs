@@ -186,9 +186,12 @@ pub struct Room {
     /// The room's own queue, for timers; weak, so that they do not keep the room alive.
     commands: mpsc::WeakSender<Command>,
     counts: Arc<RoomCounts>,
-    /// Tests make a command panic at a named step, to prove the room survives it.
+    /// Tests make a command panic at a named step, to prove the room survives it...
     #[cfg(test)]
     fail_at: Option<&'static str>,
+    /// ...or hang there (after telling the test), to prove nothing waits for it.
+    #[cfg(test)]
+    pause_at: Option<(&'static str, Arc<tokio::sync::Notify>)>,
 }
 
 impl Room {
@@ -217,6 +220,8 @@ impl Room {
             counts: Arc::default(),
             #[cfg(test)]
             fail_at: None,
+            #[cfg(test)]
+            pause_at: None,
         };
         if let Some((user_id, info)) = first_user {
             room.users.push(User { id: Arc::from(user_id.as_str()), info, upstream: None });
@@ -236,6 +241,17 @@ impl Room {
     #[cfg(not(test))]
     #[inline(always)]
     fn fail_point(&self, _step: &str) {}
+
+    /// Hangs forever if a test asked for a pause at `step`; nothing outside tests.
+    async fn pause_point(&self, _step: &str) {
+        #[cfg(test)]
+        if let Some((step, paused)) = &self.pause_at {
+            if *step == _step {
+                paused.notify_one();
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut shutdown: watch::Receiver<bool>) {
         let mut ended_by = None;
@@ -462,6 +478,7 @@ impl Room {
             }
         };
         self.fail_point("produce:staged");
+        self.pause_point("produce:staged").await;
 
         // 2. New downstreams, for the users who have none from this producer.
         let mut opened: Vec<((Arc<str>, Arc<str>), Downstream, SessionDescription)> = Vec::new();
@@ -1199,6 +1216,7 @@ mod tests {
     use crate::sfu::{events, peer::ListenAddr, MediaServerCore, ServerOptions};
     use serde_json::json;
     use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_panicking_command_becomes_an_internal_error() {
@@ -1264,6 +1282,37 @@ mod tests {
     fn server() -> MediaServerCore {
         let listen = vec![ListenAddr { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), announced_ip: None }];
         MediaServerCore::new(ServerOptions { listen, ..Default::default() }, events::discard()).unwrap()
+    }
+
+    /// A server close cuts a command short at its next await: the room ends at once and what
+    /// the command had half made is closed; the room's counts are readable meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_close_does_not_wait_for_a_busy_command() {
+        let core = server();
+        let shared = core.shared();
+        let (mut room, tx, rx) = Room::new("r", shared.clone(), Some(("p".into(), json!({}))));
+        let paused = Arc::new(tokio::sync::Notify::new());
+        room.pause_at = Some(("produce:staged", paused.clone()));
+        let counts = room.counts.clone();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(room.run(rx, shutdown_rx));
+        let client = producer_client(&shared).await;
+        let (reply, reply_rx) = oneshot::channel();
+        let request = ProduceRequest { offer: Some(offer_of(&client).await), constraints: None };
+        tx.send(Command::Produce { user_id: "p".into(), request, reply }).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), paused.notified()).await.expect("the produce reached its pause");
+        assert_eq!(counts.read().users, 1, "counts are read without asking the busy room");
+        let live_with_staged_upstream = shared.live.get();
+        shutdown.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the room ended without waiting").unwrap();
+        assert!(reply_rx.await.is_err(), "the cut-short command has no reply (the server maps it to SERVER_CLOSED)");
+        client.close().await;
+        drop(client);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while shared.live.get() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "connections left alive: {} of {live_with_staged_upstream}", shared.live.get());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// A panic at each step of `produce`, first or re-produce, leaves a room whose every
