@@ -70,7 +70,7 @@ impl ForwarderHandle {
     }
 }
 
-struct Output {
+#[doc(hidden)] pub struct Output {
     sub: Subscriber,
     seq_offset: u16,
     ts_offset: u32,
@@ -78,17 +78,17 @@ struct Output {
     last_ts: u32,
     last_sent: Option<Instant>,
     /// The next packet starts a new source sequence: continue numbering from `last_*`.
-    resync: bool,
+    pub resync: bool,
 }
 
 impl Output {
-    fn new(sub: Subscriber) -> Self {
+    pub fn new(sub: Subscriber) -> Self {
         Self { sub, seq_offset: 0, ts_offset: 0, last_seq: 0, last_ts: 0, last_sent: None, resync: false }
     }
 
     /// Rewrites a packet's sequence number and timestamp so that what this consumer sees is one
     /// continuous stream across source changes and mutes.
-    fn rewrite(&mut self, header: &mut rtp::header::Header, now: Instant, clock_rate: u32) {
+    pub fn rewrite(&mut self, header: &mut rtp::header::Header, now: Instant, clock_rate: u32) {
         if self.resync {
             self.resync = false;
             if let Some(last) = self.last_sent {

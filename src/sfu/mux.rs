@@ -73,7 +73,7 @@ const FAILURES_BEFORE_BACKOFF: u32 = 4;
 /// ... up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-struct Datagram {
+#[doc(hidden)] pub struct Datagram {
     from: SocketAddr,
     data: Bytes,
 }
@@ -188,19 +188,19 @@ const MAX_USERNAME: usize = 509;
 /// A well-formed STUN binding request (RFC 8489 header with the magic cookie, the length the
 /// datagram has, attributes that tile it) with a USERNAME and a MESSAGE-INTEGRITY after it.
 #[derive(Debug, PartialEq, Eq)]
-struct BindingRequest<'a> {
+#[doc(hidden)] pub struct BindingRequest<'a> {
     /// The first half of USERNAME: the receiver's ufrag (RFC 8445 §7.2.2).
-    ufrag: &'a str,
+    pub ufrag: &'a str,
     /// Where the MESSAGE-INTEGRITY attribute starts.
-    integrity_at: usize,
+    pub integrity_at: usize,
 }
 
 /// Whether `packet` is a STUN binding request at all (header only), well-formed or not.
-fn is_binding_request(packet: &[u8]) -> bool {
+#[doc(hidden)] pub fn is_binding_request(packet: &[u8]) -> bool {
     packet.len() >= 20 && packet[4..8] == MAGIC_COOKIE && u16::from_be_bytes([packet[0], packet[1]]) == BINDING_REQUEST
 }
 
-fn parse_binding_request(packet: &[u8]) -> Option<BindingRequest<'_>> {
+#[doc(hidden)] pub fn parse_binding_request(packet: &[u8]) -> Option<BindingRequest<'_>> {
     if !is_binding_request(packet) {
         return None;
     }
@@ -245,7 +245,7 @@ impl BindingRequest<'_> {
     /// Whether the request's MESSAGE-INTEGRITY is the HMAC-SHA1 of what precedes it, keyed with
     /// the receiver's password (short-term credentials, RFC 8489 §9.1, §14.5): the header's
     /// length then counts up to the end of MESSAGE-INTEGRITY, not the attributes after it.
-    fn authentic(&self, packet: &[u8], key: &mut dyn Mac) -> bool {
+    pub fn authentic(&self, packet: &[u8], key: &mut dyn Mac) -> bool {
         let at = self.integrity_at;
         let length = ((at + 24 - 20) as u16).to_be_bytes();
         key.verify(&[&packet[..2], &length, &packet[4..at]], &packet[at + 4..at + 24]).is_ok()
@@ -265,7 +265,7 @@ struct Connection {
 }
 
 /// Which connection gets what: owned by one routing task, never shared.
-struct Routes {
+#[doc(hidden)] pub struct Routes {
     per_connection: usize,
     total: usize,
     by_ufrag: HashMap<String, u64>,
@@ -279,7 +279,7 @@ struct Routes {
 }
 
 impl Routes {
-    fn new(per_connection: usize, total: usize) -> Self {
+    pub fn new(per_connection: usize, total: usize) -> Self {
         Self {
             per_connection,
             total,
@@ -291,14 +291,14 @@ impl Routes {
         }
     }
 
-    fn register(&mut self, connection: u64, ufrag: String, integrity: Box<dyn Mac>, queue: mpsc::Sender<Datagram>) {
+    pub fn register(&mut self, connection: u64, ufrag: String, integrity: Box<dyn Mac>, queue: mpsc::Sender<Datagram>) {
         self.by_ufrag.insert(ufrag.clone(), connection);
         let addresses = self.connections.remove(&connection).map(|c| c.addresses).unwrap_or_default();
         self.connections.insert(connection, Connection { ufrag, queue, integrity, addresses });
     }
 
     /// Forgets `connection`: its ufrag and every address routed to it.
-    fn unregister(&mut self, connection: u64) {
+    pub fn unregister(&mut self, connection: u64) {
         let Some(gone) = self.connections.remove(&connection) else { return };
         for address in gone.addresses {
             if matches!(self.by_address.get(&address), Some(&(c, _)) if c == connection) {
@@ -312,7 +312,7 @@ impl Routes {
 
     /// The connection a datagram from `from` goes to, if any (see the module's documentation);
     /// an authentic binding request makes `from` that connection's.
-    fn route(&mut self, from: SocketAddr, packet: &[u8]) -> Option<u64> {
+    pub fn route(&mut self, from: SocketAddr, packet: &[u8]) -> Option<u64> {
         match *packet.first()? {
             0..=3 if is_binding_request(packet) => {
                 let request = parse_binding_request(packet)?;
