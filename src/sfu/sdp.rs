@@ -874,4 +874,255 @@ a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\na=rtpmap:98 VP9/90000\r\na=fmtp:98 
         let inactive = answer.replace("a=mid:1\r\na=recvonly", "a=mid:1\r\na=inactive");
         assert!(negotiated_codecs(&media_sections(&inactive).unwrap())[Kind::Video.index()].is_none());
     }
+
+    // ---- read_producer_offer: the shapes of other stacks' offers ----
+
+    const FP: &str = "sha-256 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
+
+    /// A complete two-section offer as libwebrtc writes it (session fingerprint, BUNDLE, SSRCs).
+    fn offer() -> String {
+        format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=fingerprint:{FP}\r\n\
+m=audio 50000 UDP/TLS/RTP/SAVPF 111 0\r\nc=IN IP4 127.0.0.1\r\na=mid:0\r\na=sendonly\r\na=msid:s1 a1\r\n\
+a=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\na=ssrc:1001 cname:x\r\na=ssrc:1001 msid:s1 a1\r\n\
+a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n\
+m=video 50000 UDP/TLS/RTP/SAVPF 96 97\r\nc=IN IP4 127.0.0.1\r\na=mid:1\r\na=sendonly\r\na=msid:s1 v1\r\n\
+a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack pli\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+a=ssrc-group:FID 2001 2002\r\na=ssrc:2001 cname:x\r\na=ssrc:2002 cname:x\r\n"
+        )
+    }
+
+    fn read(sdp: &str) -> SfuResult<ProducerOfferPlan> {
+        read_producer_offer("offer", sdp)
+    }
+
+    fn invalid(sdp: &str) -> String {
+        let err = read(sdp).unwrap_err();
+        assert_eq!(err.code(), "INVALID_SDP", "{err}");
+        err.to_string()
+    }
+
+    /// The lines of section `index` of an SDP.
+    fn section_lines(sdp: &str, index: usize) -> Vec<String> {
+        SdpText::split(sdp).media[index].iter().map(|l| (*l).to_owned()).collect()
+    }
+
+    fn session_lines(sdp: &str) -> Vec<String> {
+        SdpText::split(sdp).session.iter().map(|l| (*l).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_plain_offer_is_planned_with_the_servers_identities_and_one_fingerprint() {
+        let plan = read(&offer()).unwrap();
+        assert_eq!(plan.sends, ProducerOffer { sends_audio: true, sends_video: true });
+        assert!(plan.sdp.ends_with("\r\n") && !plan.sdp.contains("\r\n\r\n"));
+        assert_eq!(plan.sdp.matches("a=fingerprint:").count(), 1);
+        assert!(session_lines(&plan.sdp).contains(&format!("a=fingerprint:{FP}")));
+        assert!(session_lines(&plan.sdp).contains(&"a=group:BUNDLE 0 1".to_owned()));
+        let audio = section_lines(&plan.sdp, 0);
+        assert_eq!(audio[0], "m=audio 50000 UDP/TLS/RTP/SAVPF 111 0");
+        assert_eq!(audio[2], "a=msid:mediaserver mediaserver-0", "{audio:?}");
+        assert!(audio.contains(&"a=ssrc:1001 msid:mediaserver mediaserver-0".to_owned()));
+        assert!(!audio.iter().any(|l| l.contains("s1")));
+        assert!(section_lines(&plan.sdp, 1).contains(&"a=msid:mediaserver mediaserver-1".to_owned()));
+        // Everything else is kept as written.
+        assert!(section_lines(&plan.sdp, 1).contains(&"a=ssrc-group:FID 2001 2002".to_owned()));
+        assert!(audio.contains(&"a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host".to_owned()));
+    }
+
+    #[test]
+    fn an_offer_without_a_fingerprint_is_invalid_sdp() {
+        let none = offer().replace(&format!("a=fingerprint:{FP}\r\n"), "");
+        assert!(invalid(&none).contains("no a=fingerprint"));
+        // Media level, in the section that carries the bundled transport: fine.
+        let media = none.replace("a=mid:0\r\n", &format!("a=mid:0\r\na=fingerprint:{FP}\r\n"));
+        let plan = read(&media).unwrap();
+        assert!(session_lines(&plan.sdp).contains(&format!("a=fingerprint:{FP}")));
+        assert_eq!(plan.sdp.matches("a=fingerprint:").count(), 1);
+        // Only in a bundled section that is not the first: the transport has none.
+        let elsewhere = none.replace("a=mid:1\r\n", &format!("a=mid:1\r\na=fingerprint:{FP}\r\n"));
+        invalid(&elsewhere);
+        // Malformed, or a hash webrtc-rs cannot verify.
+        invalid(&offer().replace(FP, "sha-256"));
+        invalid(&offer().replace(FP, "sha-256 XY:ZZ"));
+        assert!(invalid(&offer().replace("sha-256 AB", "sha-1 AB")).contains("sha-1"));
+        // sha-256 among others: that one is kept.
+        let two = offer().replace(&format!("a=fingerprint:{FP}\r\n"), &format!("a=fingerprint:sha-1 AB:CD\r\na=fingerprint:{FP}\r\n"));
+        assert!(read(&two).unwrap().sdp.contains(&format!("a=fingerprint:{FP}\r\n")));
+    }
+
+    #[test]
+    fn a_port_zero_bundle_only_section_is_live_and_one_without_it_is_rejected() {
+        // max-bundle, as GStreamer's webrtcbin offers it.
+        let bundled = offer().replace("m=video 50000", "m=video 0").replace("a=mid:1\r\n", "a=mid:1\r\na=bundle-only\r\n");
+        let plan = read(&bundled).unwrap();
+        assert_eq!(plan.sends, ProducerOffer { sends_audio: true, sends_video: true });
+        assert!(!plan.sections[1].is_rejected());
+        assert_eq!(section_lines(&plan.sdp, 1)[0], "m=video 50000 UDP/TLS/RTP/SAVPF 96 97", "the bundle's port");
+        assert!(session_lines(&plan.sdp).contains(&"a=group:BUNDLE 0 1".to_owned()));
+
+        // Port 0 without bundle-only: rejected, sends nothing, and the answer will reject it.
+        let rejected = offer().replace("m=video 50000", "m=video 0").replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0");
+        let plan = read(&rejected).unwrap();
+        assert_eq!(plan.sends, ProducerOffer { sends_audio: true, sends_video: false });
+        let video = section_lines(&plan.sdp, 1);
+        assert!(video[0].starts_with("m=video 0 "));
+        assert!(video.contains(&"a=inactive".to_owned()) && !video.contains(&"a=sendonly".to_owned()));
+        assert!(!video.iter().any(|l| l.starts_with("a=msid:")));
+        // Still listed in the BUNDLE group: taken out, so that webrtc-rs answers it with port 0.
+        let listed = offer().replace("m=video 50000", "m=video 0");
+        assert!(session_lines(&read(&listed).unwrap().sdp).contains(&"a=group:BUNDLE 0".to_owned()));
+        // bundle-only outside every BUNDLE group is rejected too (RFC 8843 section 6).
+        let stray = bundled.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0");
+        assert_eq!(read(&stray).unwrap().sends, ProducerOffer { sends_audio: true, sends_video: false });
+        // A port-0 answer section is rejected whatever it says.
+        assert!(negotiated_codecs(&media_sections(&rejected.replace("a=sendonly", "a=recvonly")).unwrap())[1].is_none());
+    }
+
+    #[test]
+    fn sections_without_msid_get_one_identity_each() {
+        // werift: no a=msid, only a=ssrc cname.
+        let werift = offer().replace("a=msid:s1 a1\r\n", "").replace("a=msid:s1 v1\r\n", "").replace("a=ssrc:1001 msid:s1 a1\r\n", "");
+        let plan = read(&werift).unwrap();
+        let audio = section_lines(&plan.sdp, 0);
+        let video = section_lines(&plan.sdp, 1);
+        assert_eq!(audio.iter().filter(|l| l.starts_with("a=msid:")).collect::<Vec<_>>(), ["a=msid:mediaserver mediaserver-0"]);
+        assert_eq!(video.iter().filter(|l| l.starts_with("a=msid:")).collect::<Vec<_>>(), ["a=msid:mediaserver mediaserver-1"]);
+        // Before the SSRCs, which webrtc-rs names by the msid it has read so far.
+        let msid_at = audio.iter().position(|l| l.starts_with("a=msid:")).unwrap();
+        assert!(msid_at < audio.iter().position(|l| l.starts_with("a=ssrc:")).unwrap());
+        assert!(audio[..msid_at].iter().all(|l| !l.starts_with("a=")), "{audio:?}");
+        // One-token msid (RFC 8830 allows it; webrtc-rs reads no track id from it) and
+        // duplicate identities are replaced too.
+        let same = offer().replace("a=msid:s1 a1", "a=msid:s1").replace("a=msid:s1 v1", "a=msid:s1");
+        let plan = read(&same).unwrap();
+        assert!(section_lines(&plan.sdp, 0).contains(&"a=msid:mediaserver mediaserver-0".to_owned()));
+        assert!(section_lines(&plan.sdp, 1).contains(&"a=msid:mediaserver mediaserver-1".to_owned()));
+    }
+
+    #[test]
+    fn unusual_section_orders_leave_the_sending_sections_their_codecs() {
+        // Video first, and a data channel first: nothing to change but identities.
+        let (session, media) = offer().split_once("m=audio").map(|(s, m)| (s.to_owned(), format!("m=audio{m}"))).unwrap();
+        let (audio, video) = media.split_once("m=video").map(|(a, v)| (a.to_owned(), format!("m=video{v}"))).unwrap();
+        let video_first = format!("{}{video}{audio}", session.replace("BUNDLE 0 1", "BUNDLE 1 0"));
+        let plan = read(&video_first).unwrap();
+        assert_eq!(plan.sends, ProducerOffer { sends_audio: true, sends_video: true });
+        assert_eq!(section_lines(&plan.sdp, 0)[0], "m=video 50000 UDP/TLS/RTP/SAVPF 96 97");
+        let data = "m=application 50000 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 127.0.0.1\r\na=mid:2\r\na=sctp-port:5000\r\n";
+        let data_first = format!("{}{data}{audio}{video}", session.replace("BUNDLE 0 1", "BUNDLE 2 0 1"));
+        let plan = read(&data_first).unwrap();
+        assert_eq!(plan.sends, ProducerOffer { sends_audio: true, sends_video: true });
+        assert_eq!(section_lines(&plan.sdp, 0), data.trim_end().split("\r\n").collect::<Vec<_>>());
+
+        // webrtc-rs takes a kind's codecs from the first section of that kind: a first audio
+        // section with PCMU only, rejected or inactive, would leave the sending one none.
+        let pcmu = |port: &str, direction: &str| {
+            format!("m=audio {port} UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 127.0.0.1\r\na=mid:9\r\na={direction}\r\na=rtpmap:0 PCMU/8000\r\n")
+        };
+        for (port, direction, group) in [("0", "inactive", "BUNDLE 0 1"), ("50000", "inactive", "BUNDLE 9 0 1"), ("50000", "recvonly", "BUNDLE 0 9 1")] {
+            let shape = format!("{}{}{audio}{video}", session.replace("BUNDLE 0 1", group), pcmu(port, direction));
+            let plan = read(&shape).unwrap();
+            assert_eq!(plan.sends, ProducerOffer { sends_audio: true, sends_video: true }, "{port} {direction}");
+            let first = section_lines(&plan.sdp, 0);
+            assert_eq!(first[0], "m=audio 0 UDP/TLS/RTP/SAVPF 111 0", "the sending section's formats, rejected");
+            assert!(first.contains(&"a=rtpmap:111 opus/48000/2".to_owned()));
+            assert!(first.contains(&"a=inactive".to_owned()));
+            assert!(session_lines(&plan.sdp).contains(&"a=group:BUNDLE 0 1".to_owned()), "{:?}", session_lines(&plan.sdp));
+            // The sending section itself is untouched but for its identity.
+            assert_eq!(section_lines(&plan.sdp, 1)[0], "m=audio 50000 UDP/TLS/RTP/SAVPF 111 0");
+        }
+        // An inactive first section that shares a codec with the sending one is left alone.
+        let opus_first = format!(
+            "{}m=audio 50000 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 127.0.0.1\r\na=mid:9\r\na=inactive\r\na=rtpmap:111 opus/48000/2\r\n{audio}{video}",
+            session.replace("BUNDLE 0 1", "BUNDLE 9 0 1")
+        );
+        let plan = read(&opus_first).unwrap();
+        assert_eq!(section_lines(&plan.sdp, 0)[0], "m=audio 50000 UDP/TLS/RTP/SAVPF 111");
+        assert!(session_lines(&plan.sdp).contains(&"a=group:BUNDLE 9 0 1".to_owned()));
+
+        // The answer: the codec of the first section of a kind that receives.
+        let answer = format!(
+            "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 98\r\na=mid:5\r\na=recvonly\r\na=rtpmap:98 VP9/90000\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 100\r\na=mid:6\r\na=inactive\r\na=rtpmap:100 H264/90000\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:7\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n"
+        );
+        assert_eq!(negotiated_codecs(&media_sections(&answer).unwrap())[1].as_ref().unwrap().name, "VP8");
+    }
+
+    #[test]
+    fn an_ssrc_shared_by_two_sections_is_invalid_sdp() {
+        let shared = offer().replace("a=ssrc:2001 cname:x", "a=ssrc:1001 cname:x");
+        let msg = invalid(&shared);
+        assert!(msg.contains("SSRC 1001") && msg.contains("audio section (mid 0)") && msg.contains("video section (mid 1)"), "{msg}");
+        // Through an ssrc-group as well.
+        invalid(&offer().replace("a=ssrc-group:FID 2001 2002", "a=ssrc-group:FID 2001 1001"));
+        // A rejected section's SSRCs do not count.
+        let rejected = shared.replace("m=video 50000", "m=video 0").replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0");
+        assert!(read(&rejected).is_ok());
+        // Not a number.
+        invalid(&offer().replace("a=ssrc:2002 cname:x", "a=ssrc:x2002 cname:x"));
+        invalid(&offer().replace("a=ssrc-group:FID 2001 2002", "a=ssrc-group:FID 2001 abc"));
+    }
+
+    #[test]
+    fn simulcast_is_answered_with_one_layer() {
+        // As Chromium offers three sendEncodings: no a=ssrc, three RIDs.
+        let chromium = offer()
+            .replace("a=ssrc-group:FID 2001 2002\r\na=ssrc:2001 cname:x\r\na=ssrc:2002 cname:x\r\n", "")
+            .replace(
+                "a=msid:s1 v1\r\n",
+                "a=msid:s1 v1\r\na=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\na=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f\r\n",
+            );
+        let plan = read(&chromium).unwrap();
+        let video = section_lines(&plan.sdp, 1);
+        let rids: Vec<&String> = video.iter().filter(|l| l.starts_with("a=rid:") || l.starts_with("a=simulcast:")).collect();
+        assert_eq!(rids, ["a=rid:q send", "a=simulcast:send q"], "the first, most preferred layer (RFC 8853)");
+        assert!(video.contains(&"a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id".to_owned()), "webrtc-rs needs the RID to bind the stream");
+        assert!(video.contains(&"a=msid:mediaserver mediaserver-1".to_owned()), "webrtc-rs reads RIDs only with an msid");
+        // A paused layer is skipped; alternatives and the old rid= syntax are read.
+        let paused = chromium.replace("a=simulcast:send q;h;f", "a=simulcast:send ~q;h,f;f");
+        assert!(section_lines(&read(&paused).unwrap().sdp, 1).contains(&"a=simulcast:send h".to_owned()));
+        let old = chromium.replace("a=simulcast:send q;h;f", "a=simulcast: send rid=f;h;q");
+        assert!(section_lines(&read(&old).unwrap().sdp, 1).contains(&"a=rid:f send".to_owned()));
+        // Receiving simulcast is not something a producer's upstream does: dropped.
+        let recv = chromium.replace("a=simulcast:send q;h;f", "a=simulcast:send q;h;f recv r1").replace("a=rid:f send\r\n", "a=rid:f send\r\na=rid:r1 recv\r\n");
+        let video = section_lines(&read(&recv).unwrap().sdp, 1);
+        assert_eq!(video.iter().filter(|l| l.starts_with("a=rid:") || l.starts_with("a=simulcast:")).collect::<Vec<_>>(), ["a=rid:q send", "a=simulcast:send q"]);
+    }
+
+    #[test]
+    fn ssrc_group_sim_keeps_its_first_layer() {
+        let sim = offer().replace(
+            "a=ssrc-group:FID 2001 2002\r\na=ssrc:2001 cname:x\r\na=ssrc:2002 cname:x\r\n",
+            "a=ssrc-group:SIM 2001 2003 2005\r\na=ssrc-group:FID 2001 2002\r\na=ssrc-group:FID 2003 2004\r\na=ssrc-group:FID 2005 2006\r\n\
+a=ssrc:2001 cname:x\r\na=ssrc:2002 cname:x\r\na=ssrc:2003 cname:x\r\na=ssrc:2004 cname:x\r\na=ssrc:2005 cname:x\r\na=ssrc:2006 cname:x\r\n",
+        );
+        let plan = read(&sim).unwrap();
+        let video = section_lines(&plan.sdp, 1);
+        let ssrc_lines: Vec<&String> = video.iter().filter(|l| l.starts_with("a=ssrc")).collect();
+        assert_eq!(ssrc_lines, ["a=ssrc-group:FID 2001 2002", "a=ssrc:2001 cname:x", "a=ssrc:2002 cname:x"]);
+    }
+
+    #[test]
+    fn offers_the_server_could_not_receive_are_invalid_sdp() {
+        // No BUNDLE: webrtc-rs would answer every section with port 0.
+        assert!(invalid(&offer().replace("a=group:BUNDLE 0 1\r\n", "")).contains("BUNDLE"));
+        // A sending section outside the BUNDLE group.
+        assert!(invalid(&offer().replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0")).contains("video section (mid 1)"));
+        // webrtc-rs reads the first a=group line as the bundle: other groups are dropped.
+        let lip_sync = offer().replace("a=group:BUNDLE 0 1", "a=group:LS 0 1\r\na=group:BUNDLE 0 1");
+        let plan = read(&lip_sync).unwrap();
+        assert_eq!(session_lines(&plan.sdp).iter().filter(|l| l.starts_with("a=group:")).collect::<Vec<_>>(), ["a=group:BUNDLE 0 1"]);
+        // A section without a mid.
+        invalid(&offer().replace("a=mid:1\r\n", ""));
+        // A sending section with neither SSRC nor RID, among several: webrtc-rs cannot tell it apart.
+        let no_ssrc = offer().replace("a=ssrc-group:FID 2001 2002\r\na=ssrc:2001 cname:x\r\na=ssrc:2002 cname:x\r\n", "");
+        assert!(invalid(&no_ssrc).contains("no SSRC"));
+        // Alone, it is bound by being the only section.
+        let alone = no_ssrc.split("m=audio").next().unwrap().replace("BUNDLE 0 1", "BUNDLE 1").to_owned()
+            + "m=video"
+            + no_ssrc.split("m=video").nth(1).unwrap();
+        assert_eq!(read(&alone).unwrap().sends, ProducerOffer { sends_audio: false, sends_video: true });
+    }
 }
