@@ -194,3 +194,61 @@ test('audio and video sections that share one SSRC are refused with INVALID_SDP 
   const err = await expectRefused('shared-ssrc', offer, /SSRC \d+ is declared by both the audio section \(mid 0\) and the video section \(mid 1\)/)
   console.log(`shared SSRC: ${err.code}: ${err.message}`)
 })
+
+// Legacy simulcast (older libwebrtc, by SDP munging): a=ssrc-group:SIM with three SSRCs. SDP
+// cannot decline those layers, so the server declares only the first one to webrtc-rs and
+// forwards that one: the consumer decodes the first layer's resolution, steadily.
+test('SSRC-group SIM simulcast: the consumer decodes the first layer alone, at one resolution', { timeout: 45000 }, async () => {
+  const simSource = createSource({ width: 640, height: 480 })
+  const pc = new wrtc.RTCPeerConnection({ iceServers: [] })
+  pc.addTransceiver(simSource.audioTrack, { direction: 'sendonly' })
+  pc.addTransceiver(simSource.videoTrack, { direction: 'sendonly' })
+  const lines = (await pc.createOffer()).sdp.split('\r\n')
+  const video = lines.findIndex((l) => l.startsWith('m=video'))
+  const fid = lines.findIndex((l, i) => i > video && l.startsWith('a=ssrc-group:FID '))
+  const first = lines[fid].split(' ')[1]
+  const cname = lines.find((l, i) => i > video && l.startsWith(`a=ssrc:${first} cname:`)).split('cname:')[1]
+  const layers = [[3000001, 3000002], [3000003, 3000004]]
+  const added = [`a=ssrc-group:SIM ${first} ${layers[0][0]} ${layers[1][0]}`]
+  for (const [primary, rtx] of layers) {
+    added.push(`a=ssrc-group:FID ${primary} ${rtx}`, `a=ssrc:${primary} cname:${cname}`, `a=ssrc:${rtx} cname:${cname}`)
+  }
+  lines.splice(fid + 1, 0, ...added)
+  await pc.setLocalDescription({ type: 'offer', sdp: lines.join('\r\n') })
+  await waitGatheringComplete(pc)
+  const offer = { type: 'offer', sdp: loopbackOnly(pc.localDescription.sdp) }
+  assert.match(offer.sdp, /^a=ssrc-group:SIM \d+ 3000001 3000003$/m)
+
+  const room = uniqueId('sim')
+  await server.createRoom(room, { userId: 'p' })
+  await server.addUser(room, 'c')
+  const consumer = new Client(server, room, 'c')
+  try {
+    const res = await server.produce(room, 'p', { offer })
+    await pc.setRemoteDescription(res.answer)
+    await consumer.consumeAll(res.outbound, { from: 'p' })
+    const start = await consumer.waitDecoding('p')
+    const widths = new Set()
+    let last
+    for (const until = Date.now() + 4000; Date.now() < until;) {
+      const entries = [...(await consumer.downstreams.get('p').getStats()).values()].filter((s) => s.type === 'inbound-rtp' && s.kind === 'video')
+      assert.equal(entries.length, 1)
+      last = entries[0]
+      if (last.frameWidth) widths.add(last.frameWidth)
+      await new Promise((resolve) => setTimeout(resolve, 250))
+    }
+    const sent = [...(await pc.getStats()).values()].filter((s) => s.type === 'outbound-rtp' && s.kind === 'video' && s.bytesSent > 0)
+    console.log(`SIM producer sends ${JSON.stringify(sent.map((s) => [s.ssrc, s.frameWidth]))}; consumer widths ${[...widths]}, ` +
+      `framesDecoded ${start.video.framesDecoded} -> ${last.framesDecoded}, keyFramesDecoded ${last.keyFramesDecoded}`)
+    assert.ok(sent.length >= 2, 'the producer really sends simulcast layers')
+    const firstLayer = sent.find((s) => String(s.ssrc) === first)
+    assert.deepEqual([...widths], [firstLayer.frameWidth], 'one resolution, the first layer\'s')
+    assert.ok(last.framesDecoded > start.video.framesDecoded + 60)
+    assert.ok(last.keyFramesDecoded <= 5, `keyFramesDecoded ${last.keyFramesDecoded}`)
+  } finally {
+    pc.close()
+    consumer.close()
+    simSource.close()
+    await server.deleteRoom(room)
+  }
+})
