@@ -6,5 +6,6 @@
 #![deny(clippy::all)]
 
 mod binding;
+pub mod engine;
 pub mod logging;
 pub mod sfu;
