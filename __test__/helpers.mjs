@@ -75,6 +75,39 @@ export async function waitFor (fn, { timeout = 10000, interval = 50, message = '
   }
 }
 
+/**
+ * Wait until a counter has stopped: poll `read()` (sync or async) every `interval` ms until
+ * `key(value)` is the same on `reads` consecutive polls, and return `{ first, last }`, the
+ * samples that open and close that still run (so a caller can check that something else moved
+ * meanwhile). A counter that keeps moving never satisfies it: the wait throws after `timeout`
+ * ms, with the values it saw. That is what lets it prove "stopped", provided the caller starts it
+ * once the event that should stop the counter has happened (the server reported the connection
+ * closed, the mute applied) and `interval` is long enough for a live flow to move the counter
+ * many times: audio is 50 packets and the tests' video 30 frames a second, so the default
+ * (3 reads 500 ms apart: a second without change) would see some 50 audio packets or 30 frames.
+ */
+export async function waitSteady (read, { key = (v) => v, interval = 500, reads = 3, timeout = 15000, message = 'counter steady' } = {}) {
+  const deadline = Date.now() + timeout
+  const seen = []
+  let run = null
+  for (;;) {
+    const value = await read()
+    const k = JSON.stringify(key(value))
+    if (run && run.k === k) {
+      run.count++
+      run.last = value
+    } else {
+      run = { k, count: 1, first: value, last: value }
+    }
+    seen.push(k)
+    if (run.count >= reads) return { first: run.first, last: run.last }
+    if (Date.now() >= deadline) {
+      throw new Error(`waitSteady timed out after ${timeout} ms: ${message}; last values: ${seen.slice(-12).join(' -> ')}`)
+    }
+    await sleep(interval)
+  }
+}
+
 /** Reject if `promise` has not settled within `ms` (so a hanging call fails instead of hanging). */
 export function withTimeout (promise, ms, what = 'operation') {
   let timer
