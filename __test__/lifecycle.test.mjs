@@ -5,7 +5,7 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   Client, createServer, closeServer, closeEverything, byId, deliver, expectCode, waitStatsEqual,
-  statsOf, sleep
+  statsOf, waitSteady
 } from './helpers.mjs'
 
 // Each test gets its own server and its own slice of this file's port range 42000-42999.
@@ -45,14 +45,21 @@ async function teardown (server, clients) {
   await closeServer(server)
 }
 
-/** Sample the packets `consumer` receives from `producerId`; true when they stopped growing. */
+/**
+ * `consumer` receives nothing more from `producerId`. Called once the server has shown the
+ * connection gone (its stats count it neither open nor allocated) or close() has resolved: from
+ * then on nothing can send on it, so the consumer's packet counts must stand still, after at most
+ * the packets already in flight. They are polled until they have not moved for a second
+ * (`waitSteady`); if media keeps arriving they never do, and this fails. The counts must still be
+ * there and non-zero, so that a report that lost its inbound-rtp entries cannot pass for "stopped".
+ */
 async function assertMediaStopped (consumer, producerId, what) {
-  await sleep(1000)
-  const s1 = await consumer.inboundStats(producerId)
-  await sleep(1500)
-  const s2 = await consumer.inboundStats(producerId)
-  assert.equal(s2.video.packetsReceived, s1.video.packetsReceived, `${what}: video packets still arriving`)
-  assert.equal(s2.audio.packetsReceived, s1.audio.packetsReceived, `${what}: audio packets still arriving`)
+  const { last } = await waitSteady(() => consumer.inboundStats(producerId), {
+    key: (s) => [s.video.packetsReceived, s.audio.packetsReceived],
+    message: `${what}: packets from ${producerId} still arriving (video, audio)`
+  })
+  assert.ok(last.video.packetsReceived > 0 && last.audio.packetsReceived > 0,
+    `${what}: the consumer's inbound stats are gone, not stopped: ${JSON.stringify(last)}`)
 }
 
 async function assertMediaFlows (consumer, producerId) {
