@@ -3,7 +3,9 @@
 
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { Client, createServer, closeServer, closeEverything, expectCode, sleep, safeJson, startCall } from './helpers.mjs'
+import {
+  Client, createServer, closeServer, closeEverything, expectCode, safeJson, startCall, waitFor, waitStats, waitSteady
+} from './helpers.mjs'
 
 const T = { timeout: 90000 }
 
@@ -22,9 +24,14 @@ test('getStats: per connection packets, bytes, bitrates, loss, jitter, RTT, feed
     await startCall(server, 'st', A, B)
     await B.waitDecoding('A', { above: 30 })
     await B.waitAudio('A')
-    await sleep(1500) // a receiver report or two from B
-
-    const first = await server.getStats('st')
+    // Read once B's receiver reports have reached the server (loss and jitter of the downstream
+    // come from them; before the first, packetsLost is null).
+    const first = await waitFor(async () => {
+      const stats = await server.getStats('st')
+      const down = stats.connections.find((c) => c.direction === 'downstream')
+      return down && track(down, 'video')?.packetsLost != null && track(down, 'audio')?.packetsLost != null ? stats : null
+    }, { timeout: 15000, interval: 200, message: 'B\'s receiver reports reach the server' })
+    const firstAt = Date.now()
     assert.equal(first.roomId, 'st')
     assert.deepStrictEqual(first.connections.map((c) => [c.direction, c.userId, c.producerId, c.state]),
       [['upstream', 'A', 'A', 'connected'], ['downstream', 'B', 'A', 'connected']], safeJson(first))
@@ -57,14 +64,18 @@ test('getStats: per connection packets, bytes, bitrates, loss, jitter, RTT, feed
     assert.equal(typeof video.jitter, 'number')
     assert.ok(down.transport.bitrateSent > 100_000, `downstream bitrate ${down.transport.bitrateSent} bit/s`)
 
-    // A second read later: counters grow, the bitrate is over the last window.
-    await sleep(1200)
-    const second = await server.getStats('st')
-    const [up2, down2] = second.connections
-    assert.ok(track(up2, 'video').packetsReceived > track(up, 'video').packetsReceived)
-    assert.ok(track(down2, 'video').packetsSent > video.packetsSent)
-    assert.ok(track(down2, 'audio').bytesSent > track(down, 'audio').bytesSent)
-    assert.ok(down2.transport.bitrateSent > 100_000)
+    // A second read later: counters grow, the bitrate is over the last window. Bitrates are
+    // averaged since the previous read at least a second old, so the read that counts is one
+    // made a second or more after `first`: polled until the counters have grown and that much
+    // time has passed (media flowing at some 100 packets a second grows them at once).
+    const grown = ([u, d]) => track(u, 'video').packetsReceived > track(up, 'video').packetsReceived &&
+      track(d, 'video').packetsSent > video.packetsSent && track(d, 'audio').bytesSent > track(down, 'audio').bytesSent
+    const second = await waitFor(async () => {
+      const stats = await server.getStats('st')
+      return Date.now() - firstAt >= 1000 && grown(stats.connections) ? stats : null
+    }, { timeout: 10000, interval: 200, message: 'the counters grow' })
+    const [, down2] = second.connections
+    assert.ok(down2.transport.bitrateSent > 100_000, `downstream bitrate over the last window ${down2.transport.bitrateSent} bit/s`)
 
     // One user's connections: those whose other end is that user.
     const onlyB = await server.getStats('st', 'B')
@@ -91,20 +102,24 @@ test('stats(): forwarded packets and bytes grow while media flows, and stop grow
     assert.deepStrictEqual([idle.forwardedPackets, idle.forwardedBytes, idle.udpPort], [0, 0, null])
     await startCall(server, 'fw', A, B)
     const s1 = await server.stats()
-    await sleep(1500)
-    const s2 = await server.stats()
-    assert.ok(s2.forwardedPackets > s1.forwardedPackets + 50, `forwarded ${s1.forwardedPackets} -> ${s2.forwardedPackets}`)
-    assert.ok(s2.forwardedBytes > s1.forwardedBytes)
+    const s2 = await waitStats(server, (s) => s.forwardedPackets > s1.forwardedPackets + 50 && s.forwardedBytes > s1.forwardedBytes,
+      { message: `forwarded packets grow past ${s1.forwardedPackets} + 50` })
     const received = await B.inboundStats('A')
     const got = received.video.packetsReceived + received.audio.packetsReceived
     assert.ok(s2.forwardedPackets >= got * 0.9, `forwarded ${s2.forwardedPackets}, B received ${got}`)
 
     await server.stopProduce('fw', 'A')
-    await sleep(500)
-    const s3 = await server.stats()
-    await sleep(1000)
-    const s4 = await server.stats()
-    assert.equal(s4.forwardedPackets, s3.forwardedPackets, 'nothing is forwarded once A stopped')
+    // Once the server holds neither A's upstream nor B's downstream, nothing is left to forward:
+    // the total must stop moving. Forwarders add their counts every 200 ms, so one last addition
+    // may come after; a total that has not moved for a second (`waitSteady`, polling every
+    // 500 ms) has stopped, and one that keeps moving fails the wait.
+    await waitStats(server, (s) => s.upstreamConnections === 0 && s.downstreamConnections === 0,
+      { message: 'A\'s upstream and B\'s downstream closed' })
+    const { last: s4 } = await waitSteady(() => server.stats(), {
+      key: (s) => [s.forwardedPackets, s.forwardedBytes],
+      message: 'forwarding goes on after A stopped'
+    })
+    assert.ok(s4.forwardedPackets >= s2.forwardedPackets, 'the totals never go back')
   } finally {
     A.close()
     B.close()
