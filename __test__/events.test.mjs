@@ -58,14 +58,21 @@ test('connect, mute and leave: connection states, constraint changes and the roo
     await server.produce('ev', 'A', { constraints: { video: false } })
     const muted = await rec.find((e, i) => e.type === 'constraintschange' && e.constraints.video === false, { message: 'mute event' })
     assert.deepStrictEqual({ ...muted, at: 0 }, { type: 'constraintschange', roomId: 'ev', userId: 'A', constraints: { audio: true, video: false }, at: 0 })
-    await sleep(500)
-    assert.deepStrictEqual(rec.events.slice(before).map((e) => e.type), ['constraintschange'], 'muting changed no connection')
+    const stillConnected = await server.getStats('ev')
+    assert.deepStrictEqual(stillConnected.connections.map((c) => [c.direction, c.userId, c.state]),
+      [['upstream', 'A', 'connected'], ['downstream', 'B', 'connected']], 'after the mute the server holds the same connections, connected')
 
     // Leave: A's connections close (upstream, and B's downstream carrying A); then B leaves
     // and the room, now empty, ends.
     await server.removeUser('ev', 'A')
     await rec.find((e) => upstreamOf('A')(e) && e.state === 'closed', { message: 'A\'s upstream closed' })
     await rec.find((e) => downstreamOf('B', 'A')(e) && e.state === 'closed', { message: 'B\'s downstream from A closed' })
+    // The removal's two closes are a barrier: one listener's events arrive in the order the server
+    // emitted them, and the server emitted any state change the mute caused (a connection it closed
+    // or renegotiated) before these closes, as removeUser ran after produce() on the room's queue.
+    // So, now that both closes are here, the connection events since the mute must be exactly them.
+    assert.deepStrictEqual(rec.events.slice(before).filter((e) => e.type === 'connectionstatechange').map((e) => [e.direction, e.userId, e.state]).sort(),
+      [['downstream', 'B', 'closed'], ['upstream', 'A', 'closed']], 'muting changed no connection')
     await server.removeUser('ev', 'B')
     const closed = await rec.find((e) => e.type === 'roomclosed')
     assert.deepStrictEqual({ ...closed, at: 0 }, { type: 'roomclosed', roomId: 'ev', reason: 'empty', at: 0 })
@@ -127,12 +134,21 @@ test('an offer never answered: its connection is closed after offerTimeoutMs and
 
     // A produces again: B gets a new connection, answers in time, and decodes.
     const again = await A.reproduce({ audio: true, video: true })
+    const offeredBy = Date.now() // the response carries the new offer: it was made by now
     assert.ok(again.outbound[0].offer, 'a new offer for B')
     await B.consumeAll(again.outbound, { from: 'A' })
     await B.waitDecoding('A')
-    await sleep(2000)
+    // An absence, so a window, bounded by the offer's own deadline: the new offer was made by
+    // `offeredBy`, so if answering it had not disarmed its timer, the timer would fire by
+    // offeredBy + 1500 ms, and the first timeout above reached us at most ~100 ms after its
+    // deadline. Wait until a second past that deadline: by then there is still only the first
+    // timeout, the server still holds B's downstream, and B is still decoding (a downstream closed
+    // by a timeout would stop its frames).
+    await sleep(Math.max(0, offeredBy + 1500 + 1000 - Date.now()))
     assert.equal(rec.events.filter((e) => e.type === 'offertimeout').length, 1, 'an answered offer does not time out')
     assert.equal((await statsOf(server)).downstreamConnections, 1)
+    const decoded = (await B.inboundStats('A')).video.framesDecoded
+    await B.waitDecoding('A', { above: decoded + 5 })
   } finally {
     A.close()
     B.close()
