@@ -3,3 +3,4 @@
 //! socket I/O the media loops will own.
 
 pub mod udp;
+pub mod media_loop;
