@@ -336,10 +336,11 @@ mod tests {
     use std::net::Ipv4Addr;
 
     const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    // These tests bind ports 49500-49599, which no other test (Rust or JS) uses.
 
     #[test]
     fn leases_distinct_ports_and_returns_them_on_drop() {
-        let pool = PortPool::new(vec![LOCALHOST], false, Some((47100, 47101))).unwrap();
+        let pool = PortPool::new(vec![LOCALHOST], false, Some((49500, 49501))).unwrap();
         let a = pool.lease().unwrap();
         let b = pool.lease().unwrap();
         assert_ne!(a.port(), b.port());
@@ -353,31 +354,31 @@ mod tests {
 
     #[test]
     fn leases_go_round_the_range() {
-        let pool = PortPool::new(vec![LOCALHOST], false, Some((47102, 47104))).unwrap();
+        let pool = PortPool::new(vec![LOCALHOST], false, Some((49502, 49504))).unwrap();
         let a = pool.lease().unwrap();
-        assert_eq!(a.port(), 47102);
+        assert_eq!(a.port(), 49502);
         drop(a);
         let ports: Vec<u16> = (0..3).map(|_| pool.lease().unwrap()).map(|l| l.port()).collect();
-        assert_eq!(ports, [47103, 47104, 47102], "a port just given back is the last handed out again");
+        assert_eq!(ports, [49503, 49504, 49502], "a port just given back is the last handed out again");
     }
 
     #[test]
     fn leasing_binds_nothing() {
         // The lease is no check: a port another socket holds is handed out, and binding it is
         // what finds out (see the tests through build_peer below).
-        let squatter = UdpSocket::bind((LOCALHOST, 47105)).unwrap();
-        let pool = PortPool::new(vec![LOCALHOST], false, Some((47105, 47105))).unwrap();
-        assert_eq!(pool.lease().unwrap().port(), 47105);
+        let squatter = UdpSocket::bind((LOCALHOST, 49505)).unwrap();
+        let pool = PortPool::new(vec![LOCALHOST], false, Some((49505, 49505))).unwrap();
+        assert_eq!(pool.lease().unwrap().port(), 49505);
         drop(squatter);
     }
 
     #[test]
     fn a_port_set_aside_is_skipped_and_out_of_ports_says_why() {
-        let pool = PortPool::new(vec![LOCALHOST], false, Some((47106, 47107))).unwrap();
+        let pool = PortPool::new(vec![LOCALHOST], false, Some((49506, 49507))).unwrap();
         pool.lease().unwrap().set_aside();
         assert_eq!(pool.in_use(), 0);
         let b = pool.lease().unwrap();
-        assert_eq!(b.port(), 47107);
+        assert_eq!(b.port(), 49507);
         let err = pool.lease().unwrap_err();
         assert_eq!(err.code(), "RESOURCE_EXHAUSTED");
         assert!(err.to_string().contains("1 leased by this server, 1 held by other processes"), "{err}");
@@ -400,11 +401,11 @@ mod tests {
         let tcp_squatter = TcpListener::bind((LOCALHOST, 0)).unwrap();
         assert!(matches!(diagnose(&[], &[tcp_squatter.local_addr().unwrap()]), Some(BindError::InUse)));
         // An address this host does not have (TEST-NET-2).
-        let elsewhere: SocketAddr = "198.51.100.77:47108".parse().unwrap();
+        let elsewhere: SocketAddr = "198.51.100.77:49508".parse().unwrap();
         match diagnose(&[elsewhere], &[]) {
             Some(BindError::Failed(e)) => {
                 assert_eq!(e.code(), "INTERNAL");
-                assert!(e.to_string().starts_with("cannot bind UDP 198.51.100.77:47108: "), "{e}");
+                assert!(e.to_string().starts_with("cannot bind UDP 198.51.100.77:49508: "), "{e}");
             }
             other => panic!("{other:?}"),
         }
@@ -453,15 +454,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_skips_a_port_another_socket_holds() {
-        let squatter = UdpSocket::bind((LOCALHOST, 47120)).unwrap();
-        let server = Server::new(&[LOCALHOST], false, (47120, 47122));
+        let squatter = UdpSocket::bind((LOCALHOST, 49520)).unwrap();
+        let server = Server::new(&[LOCALHOST], false, (49520, 49522));
         let peer = server.connect().await.unwrap();
-        assert_eq!(server.pool.leased(), [47121], "47120 was taken: the connection bound the next port");
-        assert!(bound_by_someone("127.0.0.1:47121".parse().unwrap()));
-        // 47120 is set aside: the next connection does not even try it.
+        assert_eq!(server.pool.leased(), [49521], "49520 was taken: the connection bound the next port");
+        assert!(bound_by_someone("127.0.0.1:49521".parse().unwrap()));
+        // 49520 is set aside: the next connection does not even try it.
         drop(squatter);
         let second = server.connect().await.unwrap();
-        assert_eq!(server.pool.leased(), [47121, 47122]);
+        assert_eq!(server.pool.leased(), [49521, 49522]);
         assert_eq!(server.budget.open(), 2, "the failed try left no connection counted");
         for p in [peer, second] {
             p.close().await;
@@ -472,26 +473,26 @@ mod tests {
 
     #[tokio::test]
     async fn with_tcp_a_port_taken_for_tcp_only_is_skipped_too() {
-        // UDP binds on 47130, TCP does not: webrtc-rs would build a connection without its TCP
+        // UDP binds on 49530, TCP does not: webrtc-rs would build a connection without its TCP
         // candidate; the half-built one is closed and the next port tried.
-        let squatter = TcpListener::bind((LOCALHOST, 47130)).unwrap();
-        let server = Server::new(&[LOCALHOST], true, (47130, 47131));
+        let squatter = TcpListener::bind((LOCALHOST, 49530)).unwrap();
+        let server = Server::new(&[LOCALHOST], true, (49530, 49531));
         let peer = server.connect().await.unwrap();
-        assert_eq!(server.pool.leased(), [47131]);
+        assert_eq!(server.pool.leased(), [49531]);
         peer.close().await;
         drop(peer);
-        // The half-built connection's UDP socket on 47130 is gone.
-        assert!(!bound_by_someone("127.0.0.1:47130".parse().unwrap()));
+        // The half-built connection's UDP socket on 49530 is gone.
+        assert!(!bound_by_someone("127.0.0.1:49530".parse().unwrap()));
         drop(squatter);
     }
 
     #[tokio::test]
     async fn every_port_taken_is_out_of_ports_with_a_clear_message() {
-        let squatters: Vec<_> = (47140..=47141).map(|p| UdpSocket::bind((LOCALHOST, p)).unwrap()).collect();
-        let server = Server::new(&[LOCALHOST], false, (47140, 47141));
+        let squatters: Vec<_> = (49540..=49541).map(|p| UdpSocket::bind((LOCALHOST, p)).unwrap()).collect();
+        let server = Server::new(&[LOCALHOST], false, (49540, 49541));
         let err = server.connect().await.err().unwrap();
         assert_eq!(err.code(), "RESOURCE_EXHAUSTED");
-        assert!(err.to_string().contains("2 ports of portRange 47140-47141 in a row are held by other processes"), "{err}");
+        assert!(err.to_string().contains("2 ports of portRange 49540-49541 in a row are held by other processes"), "{err}");
         assert_eq!((server.pool.in_use(), server.budget.open()), (0, 0));
         // Both set aside: the next call fails at once, saying so.
         let err = server.connect().await.err().unwrap();
@@ -501,22 +502,22 @@ mod tests {
 
     #[tokio::test]
     async fn another_bind_error_is_reported_as_it_is() {
-        let server = Server::new(&["198.51.100.77".parse().unwrap()], false, (47150, 47159));
+        let server = Server::new(&["198.51.100.77".parse().unwrap()], false, (49550, 49559));
         let err = server.connect().await.err().unwrap();
         assert_eq!(err.code(), "INTERNAL");
-        assert!(err.to_string().contains("cannot bind UDP 198.51.100.77:47150: "), "{err}");
+        assert!(err.to_string().contains("cannot bind UDP 198.51.100.77:49550: "), "{err}");
         assert_eq!((server.pool.in_use(), server.budget.open()), (0, 0));
         // The port was not set aside: nothing else held it.
-        assert_eq!(server.pool.lease().unwrap().port(), 47151, "the search goes on round the range");
+        assert_eq!(server.pool.lease().unwrap().port(), 49551, "the search goes on round the range");
     }
 
     #[tokio::test]
     async fn two_listen_addresses_need_the_port_on_both() {
-        let squatter = UdpSocket::bind(("127.0.0.3", 47160)).unwrap();
+        let squatter = UdpSocket::bind(("127.0.0.3", 49560)).unwrap();
         let ips: [IpAddr; 2] = [LOCALHOST, "127.0.0.3".parse().unwrap()];
-        let server = Server::new(&ips, false, (47160, 47161));
+        let server = Server::new(&ips, false, (49560, 49561));
         let peer = server.connect().await.unwrap();
-        assert_eq!(server.pool.leased(), [47161]);
+        assert_eq!(server.pool.leased(), [49561]);
         peer.close().await;
         drop(squatter);
     }
