@@ -80,3 +80,31 @@ export async function until (fn, { timeout = 15000, interval = 200, message = 'c
   }
   throw new Error(`timed out after ${timeout} ms waiting for ${message}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`)
 }
+
+/**
+ * Polls `read` every `interval` ms until `key(value)` is the same on `reads` consecutive polls;
+ * returns `{ first, last }`, the samples that open and close that still run. A counter that keeps
+ * moving never satisfies it, and it throws after `timeout` ms: started once the event that should
+ * stop a flow has happened, it proves the flow stopped (the default, a second without change, is
+ * some 30 video frames or 50 audio packets of a live flow). helpers.mjs has the same as
+ * `waitSteady`; this one spares the browser tests loading @roamhq/wrtc.
+ */
+export async function steady (read, { key = (v) => v, interval = 500, reads = 3, timeout = 15000, message = 'counter steady' } = {}) {
+  const deadline = Date.now() + timeout
+  const seen = []
+  let run = null
+  for (;;) {
+    const value = await read()
+    const k = JSON.stringify(key(value))
+    if (run && run.k === k) {
+      run.count++
+      run.last = value
+    } else {
+      run = { k, count: 1, first: value, last: value }
+    }
+    seen.push(k)
+    if (run.count >= reads) return { first: run.first, last: run.last }
+    if (Date.now() >= deadline) throw new Error(`timed out after ${timeout} ms waiting for ${message}; last values: ${seen.slice(-12).join(' -> ')}`)
+    await new Promise((resolve) => setTimeout(resolve, interval))
+  }
+}
