@@ -8,4 +8,5 @@
 mod binding;
 pub mod engine;
 pub mod logging;
+pub mod media;
 pub mod sfu;

@@ -36,6 +36,11 @@ const IDLE_WAIT: Duration = Duration::from_millis(500);
 pub trait LoopHandler: Send + 'static {
     fn on_message(&mut self, peers: &mut Peers, from: PeerId, message: RTCMessage, now: Instant);
     fn on_event(&mut self, peers: &mut Peers, from: PeerId, event: RTCPeerConnectionEvent, now: Instant);
+    /// When the handler's own timers next want it.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn handle_timeout(&mut self, _peers: &mut Peers, _now: Instant) {}
 }
 
 /// One connection on the loop.
@@ -298,6 +303,9 @@ impl<H: LoopHandler> LoopState<H> {
                 let _ = pc.handle_timeout(now);
             }
         }
+        if self.handler.poll_timeout().is_some_and(|t| t <= now) {
+            self.handler.handle_timeout(&mut self.peers, now);
+        }
     }
 
     /// Reads, events and writes of every connection touched since the last pass; what the
@@ -344,7 +352,7 @@ impl<H: LoopHandler> LoopState<H> {
     }
 
     fn next_wait(&self, now: Instant) -> Duration {
-        let next = self.peers.peers.values().filter_map(|p| p.next_timeout).min();
+        let next = self.peers.peers.values().filter_map(|p| p.next_timeout).chain(self.handler.poll_timeout()).min();
         next.map_or(IDLE_WAIT, |t| t.saturating_duration_since(now).min(IDLE_WAIT))
     }
 }

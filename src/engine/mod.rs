@@ -4,3 +4,4 @@
 
 pub mod udp;
 pub mod media_loop;
+pub mod sfu;

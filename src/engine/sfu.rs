@@ -1,0 +1,347 @@
+//! The SFU on a media loop: each producer's streams, and per stream the consumers it goes to.
+//! A packet read from an upstream is rewritten and written to every consumer's connection as
+//! a plain call on the loop; a consumer's keyframe request reaches the producer the same way.
+//! The control plane changes this state only through [`super::media_loop::MediaLoop::call`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+
+use super::media_loop::{LoopHandler, PeerId, Peers};
+use crate::media::rewrite::Rewrite;
+use crate::sfu::events::ConnectionState;
+use crate::sfu::sdp::Kind;
+use crate::sfu::stats::ForwardTotals;
+
+/// Keyframe requests to one producer are at most this frequent; extra ones are coalesced into
+/// one sent when the interval ends.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+/// Forwarded counts go to the server's totals at most this often.
+const TOTALS_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Hears a connection's state changes (the control plane's side of a connection).
+pub trait PeerObserver: Send + Sync + 'static {
+    fn on_state(&self, state: ConnectionState);
+}
+
+enum Role {
+    Upstream,
+    /// Carries `producer`'s streams to one consumer.
+    Downstream { producer: PeerId, connected: bool },
+}
+
+struct PeerEntry {
+    role: Role,
+    observer: Arc<dyn PeerObserver>,
+}
+
+/// One consumer's copy of a stream.
+pub struct Output {
+    pub consumer: PeerId,
+    pub sender: RTCRtpSenderId,
+    pub ssrc: u32,
+    pub payload_type: u8,
+    rewrite: Rewrite,
+}
+
+impl Output {
+    pub fn new(consumer: PeerId, sender: RTCRtpSenderId, ssrc: u32, payload_type: u8) -> Self {
+        Self { consumer, sender, ssrc, payload_type, rewrite: Rewrite::default() }
+    }
+}
+
+/// One kind of one producer's media.
+struct Stream {
+    kind: Kind,
+    /// The payload type and clock rate the producer sends with; other payload types (RTX,
+    /// FEC, a codec not negotiated downstream) are not forwarded.
+    source: Option<(u8, u32)>,
+    /// The producer's remote track of this kind, once it opened.
+    track: Option<(String, RTCRtpReceiverId)>,
+    source_ssrc: Option<u32>,
+    muted: bool,
+    outputs: Vec<Output>,
+    last_keyframe_request: Option<Instant>,
+    keyframe_pending: bool,
+}
+
+impl Stream {
+    fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            source: None,
+            track: None,
+            source_ssrc: None,
+            muted: false,
+            outputs: Vec::new(),
+            last_keyframe_request: None,
+            keyframe_pending: false,
+        }
+    }
+
+    fn request_keyframe(&mut self) {
+        if self.kind == Kind::Video {
+            self.keyframe_pending = true;
+        }
+    }
+
+    fn keyframe_due(&self) -> Option<Instant> {
+        self.keyframe_pending.then(|| match self.last_keyframe_request {
+            Some(last) => last + KEYFRAME_REQUEST_INTERVAL,
+            None => Instant::now(),
+        })
+    }
+}
+
+/// The SFU state of one loop.
+pub struct SfuHandler {
+    peers: HashMap<PeerId, PeerEntry>,
+    streams: HashMap<(PeerId, Kind), Stream>,
+    totals: Arc<ForwardTotals>,
+    unflushed: (u64, u64),
+    last_flush: Instant,
+}
+
+impl SfuHandler {
+    pub fn new(totals: Arc<ForwardTotals>) -> Self {
+        Self { peers: HashMap::new(), streams: HashMap::new(), totals, unflushed: (0, 0), last_flush: Instant::now() }
+    }
+
+    pub fn add_upstream(&mut self, id: PeerId, observer: Arc<dyn PeerObserver>) {
+        self.peers.insert(id, PeerEntry { role: Role::Upstream, observer });
+        for kind in Kind::ALL {
+            self.streams.insert((id, kind), Stream::new(kind));
+        }
+    }
+
+    pub fn add_downstream(&mut self, id: PeerId, producer: PeerId, observer: Arc<dyn PeerObserver>) {
+        self.peers.insert(id, PeerEntry { role: Role::Downstream { producer, connected: false }, observer });
+    }
+
+    /// Forgets a connection: a producer's streams, or a consumer's outputs.
+    pub fn remove_peer(&mut self, id: PeerId) {
+        match self.peers.remove(&id).map(|p| p.role) {
+            Some(Role::Upstream) => {
+                for kind in Kind::ALL {
+                    self.streams.remove(&(id, kind));
+                }
+            }
+            Some(Role::Downstream { producer, .. }) => {
+                for kind in Kind::ALL {
+                    if let Some(stream) = self.streams.get_mut(&(producer, kind)) {
+                        stream.outputs.retain(|o| o.consumer != id);
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    pub fn set_source(&mut self, producer: PeerId, kind: Kind, payload_type: u8, clock_rate: u32) {
+        if let Some(stream) = self.streams.get_mut(&(producer, kind)) {
+            stream.source = Some((payload_type, clock_rate.max(1)));
+        }
+    }
+
+    /// Adds a consumer's output, or replaces it after a renegotiation (numbering continues).
+    pub fn subscribe(&mut self, producer: PeerId, kind: Kind, output: Output) {
+        let Some(stream) = self.streams.get_mut(&(producer, kind)) else { return };
+        match stream.outputs.iter_mut().find(|o| o.consumer == output.consumer) {
+            Some(existing) => {
+                let mut rewrite = std::mem::take(&mut existing.rewrite);
+                rewrite.resync();
+                *existing = Output { rewrite, ..output };
+            }
+            None => stream.outputs.push(output),
+        }
+        stream.request_keyframe();
+    }
+
+    pub fn unsubscribe(&mut self, producer: PeerId, kind: Kind, consumer: PeerId) {
+        if let Some(stream) = self.streams.get_mut(&(producer, kind)) {
+            stream.outputs.retain(|o| o.consumer != consumer);
+        }
+    }
+
+    pub fn set_muted(&mut self, producer: PeerId, kind: Kind, muted: bool) {
+        let Some(stream) = self.streams.get_mut(&(producer, kind)) else { return };
+        if stream.muted && !muted {
+            // Numbering continues across the gap, and decoders need a fresh keyframe.
+            stream.outputs.iter_mut().for_each(|o| o.rewrite.resync());
+            stream.request_keyframe();
+        }
+        stream.muted = muted;
+    }
+
+    pub fn request_keyframe(&mut self, producer: PeerId) {
+        if let Some(stream) = self.streams.get_mut(&(producer, Kind::Video)) {
+            stream.request_keyframe();
+        }
+    }
+
+    fn forward(&mut self, peers: &mut Peers, producer: PeerId, track_id: &str, mut packet: rtc::rtp::Packet, now: Instant) {
+        let Some(kind) = Kind::ALL
+            .into_iter()
+            .find(|k| self.streams.get(&(producer, *k)).is_some_and(|s| s.track.as_ref().is_some_and(|t| t.0 == track_id)))
+        else {
+            return;
+        };
+        let Some(stream) = self.streams.get_mut(&(producer, kind)) else { return };
+        let Some((source_pt, clock_rate)) = stream.source else { return };
+        if packet.header.payload_type != source_pt {
+            return;
+        }
+        if stream.source_ssrc != Some(packet.header.ssrc) {
+            if stream.source_ssrc.is_some() {
+                stream.outputs.iter_mut().for_each(|o| o.rewrite.resync());
+            }
+            stream.source_ssrc = Some(packet.header.ssrc);
+        }
+        if stream.muted || stream.outputs.is_empty() {
+            return;
+        }
+        // Extension ids are per connection; consumers negotiated their own.
+        packet.header.extension = false;
+        packet.header.extension_profile = 0;
+        packet.header.extensions.clear();
+        let size = (12 + 4 * packet.header.csrc.len() + packet.payload.len()) as u64;
+        let last = stream.outputs.len() - 1;
+        let mut written = 0;
+        for (i, output) in stream.outputs.iter_mut().enumerate() {
+            let connected =
+                matches!(self.peers.get(&output.consumer), Some(PeerEntry { role: Role::Downstream { connected: true, .. }, .. }));
+            if !connected {
+                continue;
+            }
+            let Some(pc) = peers.get_mut(output.consumer) else { continue };
+            // Header clone is a plain copy once extensions are cleared; the payload is shared.
+            let mut out = if i == last { std::mem::take(&mut packet) } else { packet.clone() };
+            output.rewrite.apply(&mut out.header, now, clock_rate, output.ssrc, output.payload_type);
+            if let Some(mut sender) = pc.rtp_sender(output.sender) {
+                if sender.write_rtp(now, out).is_ok() {
+                    written += 1;
+                }
+            }
+        }
+        self.unflushed.0 += written;
+        self.unflushed.1 += written * size;
+    }
+
+    fn flush_totals(&mut self, now: Instant) {
+        let (packets, bytes) = std::mem::take(&mut self.unflushed);
+        if packets > 0 {
+            self.totals.add(packets, bytes);
+        }
+        self.last_flush = now;
+    }
+}
+
+impl LoopHandler for SfuHandler {
+    fn on_message(&mut self, peers: &mut Peers, from: PeerId, message: RTCMessage, now: Instant) {
+        match message {
+            RTCMessage::RtpPacket(track_id, packet) => {
+                if matches!(self.peers.get(&from), Some(PeerEntry { role: Role::Upstream, .. })) {
+                    self.forward(peers, from, &track_id, packet, now);
+                }
+            }
+            RTCMessage::RtcpPacket(_, packets) => {
+                let Some(PeerEntry { role: Role::Downstream { producer, .. }, .. }) = self.peers.get(&from) else { return };
+                let asks_keyframe = packets.iter().any(|p| {
+                    let any = p.as_any();
+                    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                });
+                if asks_keyframe {
+                    let producer = *producer;
+                    self.request_keyframe(producer);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_event(&mut self, peers: &mut Peers, from: PeerId, event: RTCPeerConnectionEvent, _now: Instant) {
+        match event {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let state = match state {
+                    RTCPeerConnectionState::New => ConnectionState::New,
+                    RTCPeerConnectionState::Connecting => ConnectionState::Connecting,
+                    RTCPeerConnectionState::Connected => ConnectionState::Connected,
+                    RTCPeerConnectionState::Disconnected => ConnectionState::Disconnected,
+                    RTCPeerConnectionState::Failed => ConnectionState::Failed,
+                    RTCPeerConnectionState::Closed => ConnectionState::Closed,
+                    _ => return,
+                };
+                let Some(entry) = self.peers.get_mut(&from) else { return };
+                let mut keyframe_for = None;
+                if let Role::Downstream { producer, connected } = &mut entry.role {
+                    *connected = state == ConnectionState::Connected;
+                    if *connected {
+                        keyframe_for = Some(*producer);
+                    }
+                }
+                entry.observer.on_state(state);
+                if let Some(producer) = keyframe_for {
+                    self.request_keyframe(producer);
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                let Some(pc) = peers.get_mut(from) else { return };
+                let Some(receiver) = pc.rtp_receiver(init.receiver_id) else { return };
+                let kind = match receiver.track().kind() {
+                    RtpCodecKind::Audio => Kind::Audio,
+                    RtpCodecKind::Video => Kind::Video,
+                    _ => return,
+                };
+                if let Some(stream) = self.streams.get_mut(&(from, kind)) {
+                    stream.track = Some((init.track_id.to_string(), init.receiver_id));
+                    stream.source_ssrc = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let keyframes = self.streams.values().filter_map(Stream::keyframe_due).min();
+        let flush = (self.unflushed.0 > 0).then(|| self.last_flush + TOTALS_FLUSH_INTERVAL);
+        keyframes.into_iter().chain(flush).min()
+    }
+
+    fn handle_timeout(&mut self, peers: &mut Peers, now: Instant) {
+        if self.unflushed.0 > 0 && now >= self.last_flush + TOTALS_FLUSH_INTERVAL {
+            self.flush_totals(now);
+        }
+        for (&(producer, _), stream) in self.streams.iter_mut() {
+            if !stream.keyframe_due().is_some_and(|t| t <= now) {
+                continue;
+            }
+            stream.keyframe_pending = false;
+            let (Some((_, receiver)), Some(media_ssrc)) = (&stream.track, stream.source_ssrc) else {
+                // Nothing to ask yet; the first packets of a new source start with a keyframe.
+                continue;
+            };
+            stream.last_keyframe_request = Some(now);
+            let Some(pc) = peers.get_mut(producer) else { continue };
+            if let Some(mut receiver) = pc.rtp_receiver(*receiver) {
+                let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+                if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
+                    tracing::debug!(error = %e, "keyframe request not sent");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SfuHandler {
+    fn drop(&mut self) {
+        self.flush_totals(Instant::now());
+    }
+}
