@@ -57,7 +57,7 @@ pub struct NetworkConfig {
 impl NetworkConfig {
     /// The announced address for a candidate on `ip`: the listen entry's own, or that of a
     /// wildcard entry (whose candidates carry the interfaces' addresses).
-    fn announced_for(&self, ip: IpAddr) -> Option<IpAddr> {
+    pub(crate) fn announced_for(&self, ip: IpAddr) -> Option<IpAddr> {
         let exact = self.listen.iter().find(|l| l.ip == ip);
         exact
             .or_else(|| self.listen.iter().find(|l| l.ip.is_unspecified()))
@@ -99,6 +99,10 @@ impl NetworkConfig {
     }
 }
 
+pub(crate) const ICE_TIMEOUTS: (Duration, Duration, Duration) =
+    (ICE_DISCONNECTED_TIMEOUT, ICE_FAILED_TIMEOUT, ICE_KEEPALIVE_INTERVAL);
+pub(crate) const ICE_ATTEMPTS: (Duration, u16) = (ICE_CHECK_INTERVAL, ICE_MAX_BINDING_REQUESTS);
+
 /// How long the server waits for its own ICE gathering (host candidates only: near instant).
 const GATHERING_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client that stops answering ICE consent checks is `disconnected` after this long...
@@ -125,6 +129,14 @@ pub struct ConnectionCounter(AtomicUsize);
 impl ConnectionCounter {
     pub fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remove(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -207,15 +219,23 @@ pub trait PeerEvents: Send + Sync + 'static {
 }
 
 /// Reports a connection's states to the backend, `closed` exactly once.
-struct StateReport {
-    label: ConnectionLabel,
+pub(crate) struct StateReport {
+    pub(crate) label: ConnectionLabel,
     sink: EventSink,
     closed: AtomicBool,
     last: Mutex<ConnectionState>,
 }
 
 impl StateReport {
-    fn report(&self, state: ConnectionState) {
+    pub(crate) fn new(label: ConnectionLabel, sink: EventSink) -> Self {
+        Self { label, sink, closed: AtomicBool::new(false), last: Mutex::new(ConnectionState::New) }
+    }
+
+    pub(crate) fn last(&self) -> ConnectionState {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn report(&self, state: ConnectionState) {
         if state == ConnectionState::Closed && self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -333,11 +353,17 @@ impl Interceptor for KeyframeRequestTap {
 /// control back so the producer's bandwidth estimate ramps up. A downstream sends: it answers
 /// the consumer's NACKs from its history, sends sender reports, and taps keyframe requests.
 /// Neither carries the other's (each stage costs every packet a pass).
-fn interceptors_for(direction: Direction, engine: &mut MediaEngine) -> rtc::shared::error::Result<Registry> {
+pub(crate) fn interceptors_for(direction: Direction, engine: &mut MediaEngine) -> rtc::shared::error::Result<Registry> {
     configure_simulcast_extension_headers(engine)?;
     Ok(match direction {
         Direction::Upstream => configure_twcc_receiver_only(Registry::new(), engine)?
-            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+            .with(
+                // webrtc-rs's generator does not count a packet recovered by RTX as received,
+                // so unbounded it asks for each lost packet every 100 ms until it leaves the
+                // window (~55 retransmissions per loss measured at 5% loss).
+                Slot::NackGenerator,
+                NackGeneratorBuilder::new().with_max_nacks_per_packet(3).build(),
+            )
             .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
         Direction::Downstream => Registry::new()
             .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
@@ -353,7 +379,7 @@ fn interceptors_for(direction: Direction, engine: &mut MediaEngine) -> rtc::shar
 /// The codecs the server negotiates: exactly those it forwards (Opus, VP8, VP9, H264, AV1),
 /// each video codec with its RTX format. webrtc-rs's default table also has G.722, PCMU, PCMA
 /// and HEVC; a producer offering one of those first would otherwise have it chosen.
-fn register_forwarded_codecs(engine: &mut MediaEngine) -> rtc::shared::error::Result<()> {
+pub(crate) fn register_forwarded_codecs(engine: &mut MediaEngine) -> rtc::shared::error::Result<()> {
     let feedback = || {
         [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
             .map(|(typ, parameter)| RTCPFeedback { typ: typ.into(), parameter: parameter.into() })
