@@ -29,7 +29,9 @@
 //! A panic or a receive error does not end the task: it logs (at most one line per
 //! [`LOG_INTERVAL`] and kind, with the count of those it kept quiet), backs off when the trouble
 //! persists, and goes on. Nothing logs per datagram. Received datagrams are carved from a shared
-//! buffer, not allocated one by one; a datagram nobody gets leaves the buffer as it was.
+//! buffer, not allocated one by one; a datagram nobody gets leaves the buffer as it was, and one
+//! for a connection that lags (more than [`CARVED_PER_CONNECTION`] queued) is copied out, so a
+//! slow connection cannot keep a block alive per queued datagram.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -60,6 +62,10 @@ const QUEUE_PER_CONNECTION: usize = 1024;
 /// Carved into received datagrams; a new block is allocated when one is used up.
 const RECEIVE_BLOCK: usize = 256 * 1024;
 const MAX_DATAGRAM: usize = 2048;
+/// Datagrams of one connection's queue that may be carved from the receive blocks (each keeps
+/// its whole block alive while queued); past them, a datagram is copied out, so a connection
+/// whose driver lags holds at most this many blocks (4 MiB), not one per queued datagram.
+const CARVED_PER_CONNECTION: usize = 16;
 /// Remote addresses one connection is reachable from. A client checks from one address per
 /// candidate of its own (a handful); more means spoofing or a very unusual client, and the
 /// address checked longest ago is forgotten.
@@ -617,7 +623,13 @@ impl Router {
             return;
         };
         let Some(queue) = self.routes.queue(connection) else { return self.buffer.clear() };
-        let data = self.buffer.split().freeze();
+        let data = if queue.capacity() + CARVED_PER_CONNECTION >= QUEUE_PER_CONNECTION {
+            self.buffer.split().freeze()
+        } else {
+            let copy = Bytes::copy_from_slice(&self.buffer);
+            self.buffer.clear();
+            copy
+        };
         // A full queue drops the datagram, as a full socket buffer would. A closed one means the
         // connection's socket is gone without unregistering: forget it now.
         if let Err(TrySendError::Closed(_)) = queue.try_send(Datagram { from, data }) {
@@ -1118,6 +1130,25 @@ mod tests {
         let mut buf = [0u8; 2048];
         let (n, from) = client.recv_from(&mut buf).await.unwrap();
         assert_eq!((&buf[..n], from), (&b"reply"[..], shared), "replies leave from the shared port");
+    }
+
+    #[tokio::test]
+    async fn a_lagging_connection_gets_every_datagram_intact() {
+        // Past CARVED_PER_CONNECTION queued datagrams they are copied out of the receive block:
+        // both ways deliver the same bytes, in order.
+        let mux = UdpMux::bind(&[LOCALHOST], 0).unwrap();
+        let socket = connection(&mux, "ufragA").await;
+        let (client, _) = client().await;
+        let shared = SocketAddr::new(LOCALHOST, mux.port());
+        client.send_to(&binding_request("ufragA:x"), shared).await.unwrap();
+        let payload = |i: usize| -> Vec<u8> { std::iter::once(0x80).chain((0..100 + i).map(|j| (i * 7 + j) as u8)).collect() };
+        for i in 0..100 {
+            client.send_to(&payload(i), shared).await.unwrap();
+        }
+        assert_eq!(recv(&socket).await.0, binding_request("ufragA:x"));
+        for i in 0..100 {
+            assert_eq!(recv(&socket).await.0, payload(i), "datagram {i}");
+        }
     }
 
     #[tokio::test]
