@@ -31,6 +31,9 @@
 // made (to find the call that killed the process, if one ever does); PROPERTY_PROGRESS=1
 // prints RSS and stats() every 500 calls.
 //
+// The regression tests at the end of the file are the bugs this test found, each reduced to
+// the few calls that show it.
+//
 // The libwebrtc peers run in a child process (property-peers.mjs), so that this process's fds
 // and RSS are the server's (and Node's) alone.
 
@@ -43,7 +46,7 @@ import util from 'node:util'
 import v8 from 'node:v8'
 import vm from 'node:vm'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { mulberry32, hostile, userInfo, describe, mutateSdp, wrongType } from './property-gen.mjs'
+import { mulberry32, hostile, userInfo, describe, mutateSdp, wrongType, SDP_MUTATIONS } from './property-gen.mjs'
 
 v8.setFlagsFromString('--expose-gc')
 const gc = globalThis.gc || vm.runInNewContext('gc')
@@ -59,7 +62,7 @@ const WARMUP = Number(process.env.PROPERTY_WARMUP || 1000)
 const TRACE = process.env.PROPERTY_TRACE === '1'
 const CALL_TIMEOUT_MS = 20000
 const RSS_LIMIT_MB = 60
-// This file's ports (no other test file uses 49300-49347).
+// This file's ports (no other test file uses 49300-49379): the property's server, then the regression tests'.
 const PORT_RANGE = { min: 49300, max: 49347 }
 const LIMITS = { maxRooms: 8, maxUsersPerRoom: 6, maxConnections: 36 }
 
@@ -1219,8 +1222,131 @@ test(`property: random API calls with hostile inputs and real peers (seed ${SEED
   assert.ok(failures.length === 0, `property seed=${SEED} (replay: PROPERTY_SEED=${SEED}): ${failures.join('\n\n')}`)
 })
 
+// ---------------------------------------------------------------------------------------
+// Regression tests: the bugs this property test found, each as the smallest sequence that
+// shows it (real libwebrtc peers, through the same peers' process).
+
+
+/** The four answer mutations that pass the server's own checks of an answer but that webrtc-rs
+ *  refuses in setRemoteDescription, after it has already moved the connection on. */
+const REFUSED_BY_THE_STACK = ['fingerprint value empty', 'candidate garbled', 'mids removed', 'extmap ids out of range']
+
+let regressionServer = null
+async function regressionSetup () {
+  if (!peers) {
+    peers = new Peers()
+    await peers.ready
+  }
+  if (!regressionServer) {
+    const { MediaServer } = require('../index.js')
+    regressionServer = new MediaServer({ listenIp: '127.0.0.1', portRange: { min: 49350, max: 49379 }, offerTimeoutMs: null })
+  }
+  return regressionServer
+}
+
+/** A rejection with a spec code that is not INTERNAL; returns the error. */
+async function expectSpecRejection (promise, what) {
+  let err = null
+  try { await promise } catch (e) { err = e }
+  assert.ok(err, `${what}: resolved, expected a rejection`)
+  assert.ok(err instanceof Error && CODES.has(err.code) && err.code !== 'INTERNAL', `${what}: rejected with ${err?.code}: ${err?.message}`)
+  return err
+}
+
+let regressionRoom = 0
+/** `p` produces with a real peer, `c` (and `c2` when asked) joins: returns the offers and the
+ *  real answers of the consumers. */
+async function producingRoom (srv, { producers = ['p'], consumers = ['c'] } = {}) {
+  const room = `regression-${++regressionRoom}`
+  await srv.createRoom(room, { userId: producers[0] })
+  for (const p of producers.slice(1)) await srv.addUser(room, p)
+  for (const p of producers) {
+    const offer = await peers.call('offer', { dev: `${room}-${p}` })
+    const res = await srv.produce(room, p, { offer })
+    const applied = await peers.call('upAnswer', { dev: `${room}-${p}`, sdp: res.answer.sdp })
+    assert.ok(applied.ok, `the peer applies the server's answer: ${applied.error}`)
+  }
+  const answers = {}
+  for (const c of consumers) {
+    const joined = await srv.addUser(room, c)
+    answers[c] = []
+    for (const u of joined.users.filter((x) => x.offer)) {
+      const answer = await peers.call('answer', { key: `${room}-${c}-${u.id}`, sdp: u.offer.sdp })
+      assert.ok(answer.sdp, `the peer answers: ${answer.error}`)
+      answers[c].push({ id: u.id, answer: { type: 'answer', sdp: answer.sdp } })
+    }
+  }
+  return { room, answers }
+}
+
+/** The value `promise` resolves to; a rejection fails with its code and message. */
+async function mustResolve (promise, what) {
+  try {
+    return await promise
+  } catch (err) {
+    assert.fail(`${what}: rejected with ${err?.code}: ${err?.message}`)
+  }
+}
+
+/** Runs `body(room)` on a room made by `producingRoom`, and deletes the room whatever happens. */
+async function inRoom (srv, options, body) {
+  const made = await producingRoom(srv, options)
+  try {
+    await body(made)
+  } finally {
+    await srv.deleteRoom(made.room).catch(() => {})
+  }
+}
+
+const pendingOf = async (srv, room) => (await srv.getRoom(room)).consumers.map((c) => `${c.producerId}->${c.userId}:${c.pendingOffer}`)
+
+for (const mutation of REFUSED_BY_THE_STACK) {
+  test(`regression (property seed 1): an answer webrtc-rs refuses (${mutation}) changes nothing: the right answer is accepted after it`, { timeout: 60000 }, async () => {
+    const srv = await regressionSetup()
+    await inRoom(srv, {}, async ({ room, answers }) => {
+      const right = answers.c[0]
+      const wrong = { id: 'p', answer: { type: 'answer', sdp: SDP_MUTATIONS[mutation](right.answer.sdp, mulberry32(1)) } }
+      const before = stateless(await srv.getRoom(room))
+      await expectSpecRejection(srv.consume(room, 'c', wrong), `consume with an answer whose ${mutation}`)
+      assert.deepStrictEqual(stateless(await srv.getRoom(room)), before, 'the failed consume changed the room')
+      // Fails today: INTERNAL "a pending offer without a local description".
+      assert.deepStrictEqual(await mustResolve(srv.consume(room, 'c', right), 'the right answer after the refused one'), { status: 'connected' })
+      assert.deepStrictEqual(await pendingOf(srv, room), ['p->c:false'])
+    })
+  })
+}
+
+test('regression (property seeds 1, 2): after an answer webrtc-rs refused (extmap id 999), the producer\'s next produce works and keeps the consumer\'s downstream', { timeout: 60000 }, async () => {
+  const srv = await regressionSetup()
+  await inRoom(srv, {}, async ({ room, answers }) => {
+    const wrong = { id: 'p', answer: { type: 'answer', sdp: SDP_MUTATIONS['extmap ids out of range'](answers.c[0].answer.sdp) } }
+    await expectSpecRejection(srv.consume(room, 'c', wrong), 'consume with extmap ids of 999')
+    const offer = await peers.call('offer', { dev: `${room}-p` })
+    // Fails today: INTERNAL "creating an offer: parse extmap: 999 -- extmap key must be in the
+    // range 1-255", and the failed call closes the consumer's downstream.
+    let res, err
+    try { res = await srv.produce(room, 'p', { offer }) } catch (e) { err = e }
+    assert.ok(!err, `re-produce after the refused answer: ${err?.code}: ${err?.message}; downstreams now ${JSON.stringify(await pendingOf(srv, room))}`)
+    assert.ok(res.outbound.find((o) => o.id === 'c')?.offer, 'the consumer gets a new offer on its downstream')
+    assert.deepStrictEqual(await pendingOf(srv, room), ['p->c:true'])
+  })
+})
+
+test('regression (property seeds 1, 2): consume with answers[] whose second answer webrtc-rs refuses applies none of them', { timeout: 60000 }, async () => {
+  const srv = await regressionSetup()
+  await inRoom(srv, { producers: ['p1', 'p2'] }, async ({ room, answers }) => {
+    assert.equal(answers.c.length, 2)
+    const refused = { id: answers.c[1].id, answer: { type: 'answer', sdp: SDP_MUTATIONS['candidate garbled'](answers.c[1].answer.sdp) } }
+    const before = stateless(await srv.getRoom(room))
+    await expectSpecRejection(srv.consume(room, 'c', { answers: [answers.c[0], refused] }), 'consume with a refused second answer')
+    // Fails today: the first answer was applied (its pendingOffer went from true to false).
+    assert.deepStrictEqual(stateless(await srv.getRoom(room)), before, 'the failed consume changed the room')
+  })
+})
+
 after(async () => {
   try { if (server && serverOpen) { serverOpen = false; await server.close() } } catch {}
+  try { if (regressionServer) await regressionServer.close() } catch {}
   if (peers) await peers.stop()
   setImmediate(() => process.exit(process.exitCode ?? 0))
 })
