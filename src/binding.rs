@@ -291,7 +291,14 @@ impl MediaServer {
             }
             _ => None,
         };
-        let json = json_of(env, "options", options).map_err(fail)?;
+        let mut json = json_of(env, "options", options).map_err(fail)?;
+        // MEDIASERVER_ENGINE picks the engine when the options do not: a whole suite can be run
+        // on either.
+        if let Some(engine) = std::env::var("MEDIASERVER_ENGINE").ok().filter(|e| !e.is_empty()) {
+            if let Value::Object(map) = json.get_or_insert_with(|| Value::Object(Default::default())) {
+                map.entry("engine").or_insert(Value::String(engine));
+            }
+        }
         let level = match json.as_ref().and_then(|o| o.get("logLevel")) {
             None | Some(Value::Null) => None,
             Some(Value::String(level)) => Some(level.clone()),

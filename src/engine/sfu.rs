@@ -70,7 +70,8 @@ struct Stream {
     muted: bool,
     outputs: Vec<Output>,
     last_keyframe_request: Option<Instant>,
-    keyframe_pending: bool,
+    /// When a keyframe was asked for and not yet requested from the producer.
+    keyframe_pending: Option<Instant>,
 }
 
 impl Stream {
@@ -83,20 +84,22 @@ impl Stream {
             muted: false,
             outputs: Vec::new(),
             last_keyframe_request: None,
-            keyframe_pending: false,
+            keyframe_pending: None,
         }
     }
 
     fn request_keyframe(&mut self) {
-        if self.kind == Kind::Video {
-            self.keyframe_pending = true;
+        if self.kind == Kind::Video && self.keyframe_pending.is_none() {
+            self.keyframe_pending = Some(Instant::now());
         }
     }
 
+    /// When the pending request may go out: at once, or when the throttle interval ends.
     fn keyframe_due(&self) -> Option<Instant> {
-        self.keyframe_pending.then(|| match self.last_keyframe_request {
-            Some(last) => last + KEYFRAME_REQUEST_INTERVAL,
-            None => Instant::now(),
+        let asked = self.keyframe_pending?;
+        Some(match self.last_keyframe_request {
+            Some(last) => asked.max(last + KEYFRAME_REQUEST_INTERVAL),
+            None => asked,
         })
     }
 }
@@ -323,7 +326,7 @@ impl LoopHandler for SfuHandler {
             if !stream.keyframe_due().is_some_and(|t| t <= now) {
                 continue;
             }
-            stream.keyframe_pending = false;
+            stream.keyframe_pending = None;
             let (Some((_, receiver)), Some(media_ssrc)) = (&stream.track, stream.source_ssrc) else {
                 // Nothing to ask yet; the first packets of a new source start with a keyframe.
                 continue;

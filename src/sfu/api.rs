@@ -291,7 +291,7 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
     use std::net::IpAddr;
     use std::time::Duration;
 
-    const KEYS: [&str; 11] = [
+    const KEYS: [&str; 13] = [
         "listenIp",
         "announcedIp",
         "listenIps",
@@ -303,6 +303,8 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
         "maxConnections",
         "offerTimeoutMs",
         "maxUserInfoBytes",
+        "engine",
+        "workers",
     ];
     let mut options = super::ServerOptions::default();
     let map = match value {
@@ -385,6 +387,29 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
     };
     if let Some(max) = count("maxUserInfoBytes")? {
         options.max_user_info_bytes = usize::try_from(max).unwrap_or(usize::MAX);
+    }
+    let workers = count("workers")?;
+    match get("engine").map(|v| v.as_str()) {
+        None | Some(Some("tasks")) => {
+            if workers.is_some() {
+                return Err(SfuError::InvalidArgument("workers is an option of engine 'loops'".into()));
+            }
+        }
+        Some(Some("loops")) => {
+            let workers = match workers {
+                Some(0) => return Err(SfuError::InvalidArgument("workers must be at least 1".into())),
+                Some(n) => n as usize,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            };
+            let concrete = options.listen.len() == 1 && !options.listen[0].ip.is_unspecified();
+            if !concrete || options.udp_port.is_some() || options.tcp {
+                return Err(SfuError::InvalidArgument(
+                    "engine 'loops' needs one concrete listenIp, and takes no udpPort or enableTcp yet".into(),
+                ));
+            }
+            options.engine = Some(workers);
+        }
+        Some(_) => return Err(SfuError::InvalidArgument("engine must be 'tasks' or 'loops'".into())),
     }
     if map.contains_key("offerTimeoutMs") {
         // null: offers wait forever.

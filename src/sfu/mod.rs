@@ -3,6 +3,7 @@
 //! [`MediaServerCore`].
 
 pub mod api;
+pub mod conn;
 pub mod error;
 pub mod events;
 pub mod forward;
@@ -64,6 +65,8 @@ pub struct ServerOptions {
     /// `None`: offers wait for their answers forever.
     pub offer_timeout: Option<Duration>,
     pub max_user_info_bytes: usize,
+    /// Run the connections on media loops (`Some(workers)`), or on webrtc-rs's async engine.
+    pub engine: Option<usize>,
 }
 
 impl Default for ServerOptions {
@@ -76,6 +79,7 @@ impl Default for ServerOptions {
             limits: Limits::default(),
             offer_timeout: Some(DEFAULT_OFFER_TIMEOUT),
             max_user_info_bytes: DEFAULT_MAX_USER_INFO_BYTES,
+            engine: None,
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct Shared {
     pub events: EventSink,
     pub forwarded: Arc<ForwardTotals>,
     pub max_user_info_bytes: usize,
+    /// The media loops, when the server runs them (see `ServerOptions::engine`).
+    pub engine: Option<Arc<conn::Engine>>,
 }
 
 impl Shared {
@@ -158,6 +164,11 @@ impl MediaServerCore {
             return Err(SfuError::InvalidArgument("offerTimeoutMs must be positive".into()));
         }
         let mux = options.udp_port.map(|port| UdpMux::bind(&ips, port)).transpose()?;
+        let forwarded = Arc::new(ForwardTotals::default());
+        let engine = options
+            .engine
+            .map(|workers| conn::Engine::start(workers, ips[0], options.port_range, forwarded.clone()).map(Arc::new))
+            .transpose()?;
         let ports = PortPool::new(ips, options.tcp, options.port_range)?;
         Ok(Self {
             shared: Arc::new(Shared {
@@ -168,8 +179,9 @@ impl MediaServerCore {
                 limits: options.limits,
                 offer_timeout: options.offer_timeout,
                 events,
-                forwarded: Arc::new(ForwardTotals::default()),
+                forwarded,
                 max_user_info_bytes: options.max_user_info_bytes,
+                engine,
             }),
             rooms: Mutex::new(HashMap::new()),
             next_serial: Default::default(),

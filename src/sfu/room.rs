@@ -8,25 +8,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::FutureExt;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
-};
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{RTCSdpType, RTCSessionDescription};
-use webrtc::rtp_transceiver::RtpTransceiver;
 
 use super::api::*;
 use super::error::{SfuError, SfuResult};
 use super::events::{ConnectionLabel, ConnectionState, Direction, RoomClosedReason, ServerEvent};
-use super::forward::{spawn_keyframe_relay, Control, ForwarderHandle, Subscriber};
-use super::peer::{build_peer, BudgetSlot, Peer, PeerEvents};
+use super::conn::{Conn, Forward, LoopConn, LoopRole, Placement, SendTrack};
+use super::forward::{Control, ForwarderHandle};
+use super::peer::{build_peer, BudgetSlot, PeerEvents};
 use super::sdp::{self, Codec, Kind};
 use super::stats::ConnectionStats;
 use super::view::{ConsumerView, KindCodecs, ProducerView, RoomView, UserView};
@@ -118,22 +111,21 @@ struct Upstream {
     /// Names the producer's streams in the SDP the server writes (msid, cname): a token of
     /// ours, so that no user id, whatever characters it holds, reaches SDP text.
     token: Arc<str>,
-    peer: Peer,
+    peer: Conn,
     constraints: Constraints,
     /// The codec the producer sends per kind (`None`: the kind is not produced).
     codecs: [Option<Codec>; 2],
-    forwarders: [ForwarderHandle; 2],
+    forward: Forward,
 }
 
 struct DownTrack {
-    track: Arc<TrackLocalStaticRTP>,
-    transceiver: Arc<dyn RtpTransceiver>,
+    track: SendTrack,
     ssrc: u32,
     codec: Codec,
 }
 
 struct Downstream {
-    peer: Peer,
+    peer: Conn,
     /// Whether the connection is up; media is written to it only then.
     connected: Arc<AtomicBool>,
     tracks: [Option<DownTrack>; 2],
@@ -159,7 +151,7 @@ impl PeerEvents for UpstreamEvents {
 /// Tells the forwarders when a consumer's connection can carry media, and asks for a keyframe
 /// when it just connected (it needs one to start decoding).
 struct DownstreamEvents {
-    video: ForwarderHandle,
+    producer: Forward,
     connected: Arc<AtomicBool>,
 }
 
@@ -168,7 +160,7 @@ impl PeerEvents for DownstreamEvents {
         match state {
             ConnectionState::Connected => {
                 self.connected.store(true, Ordering::Release);
-                self.video.send(Control::RequestKeyframe);
+                self.producer.request_keyframe();
             }
             ConnectionState::Failed | ConnectionState::Closed => self.connected.store(false, Ordering::Release),
             _ => {}
@@ -186,6 +178,8 @@ pub struct Room {
     /// The room's own queue, for timers; weak, so that they do not keep the room alive.
     commands: mpsc::WeakSender<Command>,
     counts: Arc<RoomCounts>,
+    /// The media loop the room's connections live on, when the server runs the loops.
+    placement: Option<Placement>,
     /// Tests make a command panic at a named step, to prove the room survives it...
     #[cfg(test)]
     fail_at: Option<&'static str>,
@@ -210,6 +204,7 @@ impl Room {
         first_user: Option<(String, Value)>,
     ) -> (Room, mpsc::Sender<Command>, mpsc::Receiver<Command>) {
         let (tx, rx) = mpsc::channel(64);
+        let placement = shared.engine.as_ref().map(|e| e.place());
         let mut room = Room {
             id: Arc::from(id),
             shared,
@@ -218,6 +213,7 @@ impl Room {
             closed: false,
             commands: tx.downgrade(),
             counts: Arc::default(),
+            placement,
             #[cfg(test)]
             fail_at: None,
             #[cfg(test)]
@@ -567,11 +563,10 @@ impl Room {
             upstream.codecs = codecs;
             previous_constraints = std::mem::replace(&mut upstream.constraints, constraints);
             for kind in Kind::ALL {
-                let forwarder = &upstream.forwarders[kind.index()];
                 if let Some(codec) = &upstream.codecs[kind.index()] {
-                    forwarder.send(Control::Source { payload_type: codec.payload_type, clock_rate: codec.clock_rate });
+                    upstream.forward.source(kind, codec.payload_type, codec.clock_rate);
                 }
-                forwarder.send(Control::Mute(!kind_enabled(constraints, kind)));
+                upstream.forward.mute(kind, !kind_enabled(constraints, kind));
             }
         }
         let mut offers: HashMap<Arc<str>, SessionDescription> = HashMap::new();
@@ -624,7 +619,7 @@ impl Room {
         let constraints = patch.apply(upstream.constraints);
         upstream.constraints = constraints;
         for kind in Kind::ALL {
-            upstream.forwarders[kind.index()].send(Control::Mute(!kind_enabled(constraints, kind)));
+            upstream.forward.mute(kind, !kind_enabled(constraints, kind));
         }
         let user = &self.users[index];
         let outbound = self.others(&user.id, Some(constraints));
@@ -664,7 +659,6 @@ impl Room {
             let sections = sdp::check_description(&answer.answer.sdp_type, &answer.answer.sdp, "answer")?;
             let offer = downstream
                 .peer
-                .pc
                 .pending_local_description()
                 .await
                 .ok_or_else(|| SfuError::Internal("a pending offer without a local description".into()))?;
@@ -676,7 +670,7 @@ impl Room {
         self.fail_point("consume:checked");
         for (key, remote) in checked {
             let Some(downstream) = self.downstreams.get_mut(&key) else { continue };
-            if let Err(e) = downstream.peer.pc.set_remote_description(remote).await {
+            if let Err(e) = downstream.peer.set_remote_description(remote).await {
                 // The checks above passed, so the stack refused what they do not cover. Earlier
                 // answers of this call are applied by now and cannot be taken back.
                 return Err(SfuError::InvalidSdp(format!("the answer was refused: {e}")));
@@ -687,14 +681,10 @@ impl Room {
             };
             for kind in Kind::ALL {
                 let Some(down) = &downstream.tracks[kind.index()] else { continue };
-                let payload_type = negotiated_payload_type(down).await.unwrap_or(down.codec.payload_type);
-                upstream.forwarders[kind.index()].send(Control::Subscribe(Subscriber {
-                    consumer: consumer.clone(),
-                    connected: downstream.connected.clone(),
-                    track: down.track.clone(),
-                    ssrc: down.ssrc,
-                    payload_type,
-                }));
+                let mime = down.codec.mime_type(kind);
+                let payload_type =
+                    downstream.peer.negotiated_payload_type(&down.track, mime).await.unwrap_or(down.codec.payload_type);
+                upstream.forward.subscribe(kind, &consumer, &downstream.peer, &downstream.connected, &down.track, down.ssrc, payload_type);
             }
         }
         Ok(ConsumeResponse { status: "connected" })
@@ -744,7 +734,7 @@ impl Room {
         close_all(self.downstreams.drain().map(|(_, d)| d)).await;
         for user in &mut self.users {
             if let Some(upstream) = user.upstream.take() {
-                upstream.forwarders.iter().for_each(|f| f.send(Control::Stop));
+                upstream.forward.stop();
                 upstream.peer.close().await;
             }
         }
@@ -760,16 +750,14 @@ impl Room {
     async fn close_downstream(&mut self, key: &(Arc<str>, Arc<str>)) {
         let Some(downstream) = self.downstreams.remove(key) else { return };
         if let Some(upstream) = self.users.iter().find(|u| u.id == key.0).and_then(|u| u.upstream.as_ref()) {
-            for forwarder in &upstream.forwarders {
-                forwarder.send(Control::Unsubscribe(key.1.clone()));
-            }
+            upstream.forward.unsubscribe(&key.1, Some(&downstream.peer));
         }
         downstream.peer.close().await;
     }
 
     /// Closes a producer's upstream and every downstream carrying it.
     async fn close_producer(&mut self, producer: &Arc<str>, upstream: Upstream) {
-        upstream.forwarders.iter().for_each(|f| f.send(Control::Stop));
+        upstream.forward.stop();
         upstream.peer.close().await;
         let carrying: Vec<_> = self.downstreams.keys().filter(|k| &k.0 == producer).cloned().collect();
         close_all(carrying.into_iter().filter_map(|k| self.downstreams.remove(&k))).await;
@@ -779,12 +767,12 @@ impl Room {
     /// rolled back (it goes on with what it had negotiated before).
     async fn undo_upstream(&mut self, index: usize, fresh: Option<Upstream>) {
         if let Some(upstream) = fresh {
-            upstream.forwarders.iter().for_each(|f| f.send(Control::Stop));
+            upstream.forward.stop();
             upstream.peer.close().await;
         } else if let Some(upstream) = self.users[index].upstream.as_ref() {
             let mut rollback = RTCSessionDescription::default();
             rollback.sdp_type = RTCSdpType::Rollback;
-            if let Err(e) = upstream.peer.pc.set_remote_description(rollback).await {
+            if let Err(e) = upstream.peer.set_remote_description(rollback).await {
                 // Still have-remote-offer: the producer cannot renegotiate until it is closed.
                 tracing::error!(room = %self.id, user = %upstream.producer, error = %e, "rolling back an offer failed: upstream closed");
                 if let Some(upstream) = self.users[index].upstream.take() {
@@ -801,10 +789,10 @@ impl Room {
     /// consumer that has no downstream.
     async fn repair(&mut self) {
         for upstream in self.users.iter().filter_map(|u| u.upstream.as_ref()) {
-            if upstream.peer.pc.pending_remote_description().await.is_some() {
+            if upstream.peer.has_pending_remote_description().await {
                 let mut rollback = RTCSessionDescription::default();
                 rollback.sdp_type = RTCSdpType::Rollback;
-                let _ = upstream.peer.pc.set_remote_description(rollback).await;
+                let _ = upstream.peer.set_remote_description(rollback).await;
             }
         }
         let orphans: Vec<_> = self
@@ -829,7 +817,7 @@ impl Room {
                 match self.downstreams.get(&key) {
                     Some(d) if !d.pending_offer => {}
                     // A pending offer's subscription is made when its answer comes.
-                    _ => upstream.forwarders.iter().for_each(|f| f.send(Control::Unsubscribe(consumer.id.clone()))),
+                    d => upstream.forward.unsubscribe(&consumer.id, d.map(|d| &d.peer)),
                 }
             }
         }
@@ -840,24 +828,35 @@ impl Room {
     }
 
     async fn open_upstream(&self, producer: &Arc<str>, slot: BudgetSlot) -> SfuResult<Upstream> {
-        let forwarders =
-            Kind::ALL.map(|kind| ForwarderHandle::spawn(kind, producer.clone(), self.shared.forwarded.clone()));
-        let events = UpstreamEvents { forwarders: forwarders.clone() };
         let label = self.label(producer, producer, Direction::Upstream);
-        match build_peer(self.shared.peer_context(), slot, label, events).await {
-            Ok(peer) => Ok(Upstream {
-                producer: producer.clone(),
-                token: Arc::from(sdp_token().as_str()),
-                peer,
-                constraints: Constraints::NONE,
-                codecs: [None, None],
-                forwarders,
-            }),
-            Err(e) => {
-                forwarders.iter().for_each(|f| f.send(Control::Stop));
-                Err(e)
+        let (peer, forward) = match &self.placement {
+            Some(placement) => {
+                let ctx = self.shared.peer_context();
+                let conn = LoopConn::open(placement, ctx.net, ctx.live, ctx.sink, slot, label, LoopRole::Upstream).await?;
+                let forward = Forward::Loop { lp: placement.media_loop().clone(), producer: conn.id };
+                (Conn::Loop(conn), forward)
             }
-        }
+            None => {
+                let forwarders =
+                    Kind::ALL.map(|kind| ForwarderHandle::spawn(kind, producer.clone(), self.shared.forwarded.clone()));
+                let events = UpstreamEvents { forwarders: forwarders.clone() };
+                match build_peer(self.shared.peer_context(), slot, label, events).await {
+                    Ok(peer) => (Conn::Async(peer), Forward::Async(forwarders)),
+                    Err(e) => {
+                        forwarders.iter().for_each(|f| f.send(Control::Stop));
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        Ok(Upstream {
+            producer: producer.clone(),
+            token: Arc::from(sdp_token().as_str()),
+            peer,
+            constraints: Constraints::NONE,
+            codecs: [None, None],
+            forward,
+        })
     }
 
     /// A new downstream from `producer` to `consumer`, with an offer carrying exactly `codecs`.
@@ -869,10 +868,18 @@ impl Room {
         slot: BudgetSlot,
     ) -> SfuResult<(Downstream, SessionDescription)> {
         let connected = Arc::new(AtomicBool::new(false));
-        let events =
-            DownstreamEvents { video: upstream.forwarders[Kind::Video.index()].clone(), connected: connected.clone() };
         let label = self.label(consumer, &upstream.producer, Direction::Downstream);
-        let peer = build_peer(self.shared.peer_context(), slot, label, events).await?;
+        let peer = match (&self.placement, upstream.peer.loop_id()) {
+            (Some(placement), Some(producer)) => {
+                let ctx = self.shared.peer_context();
+                let role = LoopRole::Downstream { producer };
+                Conn::Loop(LoopConn::open(placement, ctx.net, ctx.live, ctx.sink, slot, label, role).await?)
+            }
+            _ => {
+                let events = DownstreamEvents { producer: upstream.forward.clone(), connected: connected.clone() };
+                Conn::Async(build_peer(self.shared.peer_context(), slot, label, events).await?)
+            }
+        };
         let mut downstream =
             Downstream { peer, connected, tracks: [None, None], pending_offer: false, offer_serial: 0, handed_out: 0 };
         let result = async {
@@ -1036,15 +1043,14 @@ fn upstream_of<'a>(fresh: &'a Option<Upstream>, user: &'a User) -> SfuResult<&'a
 /// until `commit_answer`, the offer can still be rolled back. Returns the answer and the codec
 /// it settles on per kind.
 async fn stage_answer(
-    peer: &Peer,
+    peer: &Conn,
     remote: RTCSessionDescription,
     sends: &sdp::ProducerOffer,
 ) -> SfuResult<(RTCSessionDescription, [Option<Codec>; 2])> {
-    let pc = &peer.pc;
-    pc.set_remote_description(remote)
+    peer.set_remote_description(remote)
         .await
         .map_err(|e| SfuError::InvalidSdp(format!("the offer was refused: {e}")))?;
-    let answer = pc.create_answer(None).await.map_err(|e| SfuError::internal("creating the answer", e))?;
+    let answer = peer.create_answer().await.map_err(|e| SfuError::internal("creating the answer", e))?;
     let mut codecs = sdp::negotiated_codecs(&sdp::media_sections(&answer.sdp)?);
     for (kind, sent) in [(Kind::Audio, sends.sends_audio), (Kind::Video, sends.sends_video)] {
         if !sent {
@@ -1061,9 +1067,8 @@ async fn stage_answer(
 }
 
 /// Commits a staged answer and returns it complete, with its candidates.
-async fn commit_answer(peer: &Peer, answer: RTCSessionDescription) -> SfuResult<String> {
-    peer.pc
-        .set_local_description(answer)
+async fn commit_answer(peer: &Conn, answer: RTCSessionDescription) -> SfuResult<String> {
+    peer.set_local_description(answer)
         .await
         .map_err(|e| SfuError::internal("applying the answer", e))?;
     Ok(peer.complete_local_description().await?.sdp)
@@ -1096,58 +1101,18 @@ fn random_ssrc() -> u32 {
 }
 
 async fn add_down_track(downstream: &Downstream, upstream: &Upstream, kind: Kind, codec: &Codec) -> SfuResult<DownTrack> {
-    let token = &*upstream.token;
     let ssrc = random_ssrc();
-    let rtc_codec = rtc_codec(kind, codec);
-    let rtp_kind = match kind {
-        Kind::Audio => RtpCodecKind::Audio,
-        Kind::Video => RtpCodecKind::Video,
-    };
-    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        token.to_owned(),
-        format!("{token}-{}-{ssrc:08x}", kind.as_str()),
-        format!("{token}-{}", kind.as_str()),
-        rtp_kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-            codec: rtc_codec.clone(),
-            ..Default::default()
-        }],
-    )));
-    let transceiver = downstream
-        .peer
-        .pc
-        .add_transceiver_from_track(
-            track.clone() as Arc<dyn TrackLocal>,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Sendonly,
-                streams: vec![],
-                send_encodings: vec![],
-            }),
-        )
-        .await
-        .map_err(|e| SfuError::internal("adding a downstream track", e))?;
-    // The consumer may answer only with the producer's codec.
-    transceiver
-        .set_codec_preferences(vec![RTCRtpCodecParameters {
-            rtp_codec: rtc_codec,
-            payload_type: codec.payload_type,
-            ..Default::default()
-        }])
-        .await
-        .map_err(|e| SfuError::InvalidSdp(format!("codec {} cannot be forwarded: {e}", codec.name)))?;
+    let track = downstream.peer.add_send_track(kind, codec, rtc_codec(kind, codec), &upstream.token, ssrc).await?;
     // The track is bound to its sender from here until it is removed or the connection closes.
-    spawn_keyframe_relay(track.clone(), upstream.forwarders[kind.index()].clone());
-    Ok(DownTrack { track, transceiver, ssrc, codec: codec.clone() })
+    upstream.forward.relay_keyframe_requests(kind, &track);
+    Ok(DownTrack { track, ssrc, codec: codec.clone() })
 }
 
 async fn make_offer(downstream: &mut Downstream) -> SfuResult<SessionDescription> {
-    let pc = &downstream.peer.pc;
-    let offer = pc.create_offer(None).await.map_err(|e| SfuError::internal("creating an offer", e))?;
-    pc.set_local_description(offer)
-        .await
-        .map_err(|e| SfuError::internal("applying an offer", e))?;
-    let offer = downstream.peer.complete_local_description().await?;
+    let peer = &downstream.peer;
+    let offer = peer.create_offer().await.map_err(|e| SfuError::internal("creating an offer", e))?;
+    peer.set_local_description(offer).await.map_err(|e| SfuError::internal("applying an offer", e))?;
+    let offer = peer.complete_local_description().await?;
     downstream.pending_offer = true;
     downstream.offer_serial += 1;
     Ok(SessionDescription::offer(offer.sdp))
@@ -1172,15 +1137,8 @@ async fn renegotiate_downstream(
             continue;
         }
         if let Some(old) = downstream.tracks[kind.index()].take() {
-            upstream.forwarders[kind.index()].send(Control::Unsubscribe(consumer.clone()));
-            if let Ok(Some(sender)) = old.transceiver.sender().await {
-                downstream
-                    .peer
-                    .pc
-                    .remove_track(&sender)
-                    .await
-                    .map_err(|e| SfuError::internal("removing a downstream track", e))?;
-            }
+            upstream.forward.unsubscribe_kind(kind, consumer, &downstream.peer);
+            downstream.peer.remove_send_track(&old.track).await?;
         }
         if let Some(codec) = wanted {
             downstream.tracks[kind.index()] = Some(add_down_track(downstream, upstream, kind, codec).await?);
@@ -1189,31 +1147,16 @@ async fn renegotiate_downstream(
     make_offer(downstream).await
 }
 
-/// The payload type the consumer's answer settled on for this track.
-async fn negotiated_payload_type(down: &DownTrack) -> Option<u8> {
-    let sender = down.transceiver.sender().await.ok()??;
-    let parameters = sender.get_parameters().await.ok()?;
-    parameters
-        .rtp_parameters
-        .codecs
-        .iter()
-        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&down.codec.mime_type(kind_of_mime(&c.rtp_codec.mime_type))))
-        .or_else(|| parameters.rtp_parameters.codecs.first())
-        .map(|c| c.payload_type)
-}
-
-fn kind_of_mime(mime: &str) -> Kind {
-    if mime.to_ascii_lowercase().starts_with("audio/") {
-        Kind::Audio
-    } else {
-        Kind::Video
-    }
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sfu::{events, peer::ListenAddr, MediaServerCore, ServerOptions};
+    use crate::sfu::{events, peer::ListenAddr, peer::Peer, MediaServerCore, ServerOptions};
+    use rtc::media_stream::MediaStreamTrack;
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+    use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+    use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+    use webrtc::media_stream::track_local::TrackLocal;
     use serde_json::json;
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;

@@ -1,0 +1,580 @@
+//! A room's connections, on either engine: webrtc-rs's async peer connections (a task per
+//! connection, a forwarder task per stream), or the media loops (`crate::engine`), where the
+//! connections and the forwarding live on a loop thread and the room reaches them by message.
+//! The room is written against [`Conn`] and [`Forward`]; which engine carries them is the
+//! server's choice (see `Engine`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription as LoopDescription;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId, RTCRtpTransceiverInit};
+use rtc::statistics::StatsSelector;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::peer_connection::{MediaEngine, RTCSessionDescription, SettingEngineBuilder};
+use webrtc::rtp_transceiver::RtpTransceiver;
+
+use super::error::{SfuError, SfuResult};
+use super::events::{ConnectionLabel, ConnectionState, Direction};
+use super::forward::{spawn_keyframe_relay, Control, ForwarderHandle, Subscriber};
+use super::mux::random_ice_credentials;
+use super::peer::{
+    interceptors_for, register_forwarded_codecs, BudgetSlot, ConnectionCounter, NetworkConfig, Peer, StateReport,
+    ICE_ATTEMPTS, ICE_TIMEOUTS,
+};
+use super::sdp::{Codec, Kind};
+use super::stats::{connection_stats, ConnectionStats, ForwardTotals, RateMeter};
+use crate::engine::media_loop::{MediaLoop, PeerId};
+use crate::engine::sfu::{Output, PeerObserver, SfuHandler};
+
+/// The media loops of a server, and where the next room goes.
+pub struct Engine {
+    loops: Vec<Arc<MediaLoop<SfuHandler>>>,
+    /// Rooms placed on each loop, to place the next on the least loaded.
+    rooms: Vec<AtomicUsize>,
+    next_peer: AtomicU64,
+}
+
+impl Engine {
+    /// One loop per `workers`, each with its own UDP socket on `ip`: on the first free ports of
+    /// `range`, or on ports the OS picks.
+    pub fn start(workers: usize, ip: IpAddr, range: Option<(u16, u16)>, totals: Arc<ForwardTotals>) -> SfuResult<Self> {
+        let mut loops = Vec::with_capacity(workers);
+        let mut ports = range.map(|(min, max)| min..=max);
+        for i in 0..workers.max(1) {
+            let name = format!("media-loop-{i}");
+            let lp = loop {
+                let port = match &mut ports {
+                    Some(ports) => ports.next().ok_or_else(|| {
+                        SfuError::ResourceExhausted(format!("portRange has no free port left for media loop {i}"))
+                    })?,
+                    None => 0,
+                };
+                let handler = SfuHandler::new(totals.clone());
+                match MediaLoop::spawn(&name, SocketAddr::new(ip, port), handler) {
+                    Ok(lp) => break lp,
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && ports.is_some() => continue,
+                    Err(e) => {
+                        return Err(SfuError::ResourceExhausted(format!("cannot start a media loop on {ip} port {port}: {e}")))
+                    }
+                }
+            };
+            loops.push(Arc::new(lp));
+        }
+        let rooms = loops.iter().map(|_| AtomicUsize::new(0)).collect();
+        Ok(Self { loops, rooms, next_peer: AtomicU64::new(1) })
+    }
+
+    /// The loop for a new room: the one with the fewest rooms. Released by [`Placement`]'s drop.
+    pub fn place(self: &Arc<Self>) -> Placement {
+        let index = (0..self.loops.len()).min_by_key(|&i| self.rooms[i].load(Ordering::Relaxed)).unwrap_or(0);
+        self.rooms[index].fetch_add(1, Ordering::Relaxed);
+        Placement { engine: self.clone(), index }
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.loops.iter().map(|l| l.local_addr().port()).collect()
+    }
+}
+
+/// A room's place on one loop.
+pub struct Placement {
+    engine: Arc<Engine>,
+    index: usize,
+}
+
+impl Placement {
+    pub fn media_loop(&self) -> &Arc<MediaLoop<SfuHandler>> {
+        &self.engine.loops[self.index]
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        self.engine.rooms[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection on a media loop, as the room holds it.
+pub struct LoopConn {
+    lp: Arc<MediaLoop<SfuHandler>>,
+    pub id: PeerId,
+    report: Arc<StateReport>,
+    rates: RateMeter,
+    closing: AtomicBool,
+    live: Arc<ConnectionCounter>,
+    _slot: BudgetSlot,
+}
+
+struct ReportState(Arc<StateReport>);
+
+impl PeerObserver for ReportState {
+    fn on_state(&self, state: ConnectionState) {
+        self.0.report(state);
+    }
+}
+
+/// What a new loop connection is for.
+pub enum LoopRole {
+    Upstream,
+    /// Carries the producer whose upstream is this connection.
+    Downstream { producer: PeerId },
+}
+
+fn loop_gone() -> SfuError {
+    SfuError::Internal("the media loop has stopped".into())
+}
+
+fn no_peer(id: PeerId) -> SfuError {
+    SfuError::Internal(format!("connection {id} is no longer on its media loop"))
+}
+
+impl LoopConn {
+    pub async fn open(
+        placement: &Placement,
+        net: &NetworkConfig,
+        live: &Arc<ConnectionCounter>,
+        sink: &super::events::EventSink,
+        slot: BudgetSlot,
+        label: ConnectionLabel,
+        role: LoopRole,
+    ) -> SfuResult<LoopConn> {
+        let lp = placement.media_loop().clone();
+        let id = placement.engine.next_peer.fetch_add(1, Ordering::Relaxed);
+        let direction = label.direction;
+        let report = Arc::new(StateReport::new(label, sink.clone()));
+        let observer: Arc<dyn PeerObserver> = Arc::new(ReportState(report.clone()));
+        let local = lp.local_addr();
+        let candidate_ip = net.announced_for(local.ip()).unwrap_or(local.ip());
+        let built = lp
+            .call(move |ctx| -> SfuResult<()> {
+                let internal = |what: &str, e: &dyn std::fmt::Display| SfuError::internal(what, e);
+                let mut engine = MediaEngine::default();
+                register_forwarded_codecs(&mut engine).map_err(|e| internal("registering codecs", &e))?;
+                let registry = interceptors_for(direction, &mut engine).map_err(|e| internal("registering interceptors", &e))?;
+                let (ufrag, pwd) = random_ice_credentials();
+                let settings = SettingEngineBuilder::new()
+                    .with_include_loopback_candidate(true)
+                    .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+                    .with_ice_timeouts(Some(ICE_TIMEOUTS.0), Some(ICE_TIMEOUTS.1), Some(ICE_TIMEOUTS.2))
+                    .with_ice_connection_attempts(Some(ICE_ATTEMPTS.0), Some(ICE_ATTEMPTS.1))
+                    .with_ice_credentials(ufrag.clone(), pwd)
+                    .build();
+                let mut pc = RTCPeerConnectionBuilder::new()
+                    .with_configuration(RTCConfigurationBuilder::new().build())
+                    .with_media_engine(engine)
+                    .with_interceptor_registry(registry)
+                    .with_setting_engine(settings)
+                    .build(ctx.now)
+                    .map_err(|e| internal("opening a peer connection", &e))?;
+                let candidate = CandidateHostConfig {
+                    base_config: CandidateConfig {
+                        network: "udp".into(),
+                        address: candidate_ip.to_string(),
+                        port: ctx.local.port(),
+                        component: 1,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }
+                .new_candidate_host()
+                .map_err(|e| internal("making the host candidate", &e))?;
+                let candidate = RTCIceCandidate::from(&candidate).to_json().map_err(|e| internal("the host candidate", &e))?;
+                pc.add_local_candidate(candidate).map_err(|e| internal("adding the host candidate", &e))?;
+                ctx.add_peer(id, pc, ufrag);
+                match role {
+                    LoopRole::Upstream => ctx.handler.add_upstream(id, observer),
+                    LoopRole::Downstream { producer } => ctx.handler.add_downstream(id, producer, observer),
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|_| loop_gone())?;
+        built?;
+        live.add();
+        Ok(LoopConn {
+            lp,
+            id,
+            report,
+            rates: RateMeter::new(Instant::now()),
+            closing: AtomicBool::new(false),
+            live: live.clone(),
+            _slot: slot,
+        })
+    }
+
+    /// Runs `f` on this connection, on its loop.
+    async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut rtc::peer_connection::RTCPeerConnection, Instant) -> R + Send + 'static,
+    ) -> SfuResult<R> {
+        let id = self.id;
+        self.lp
+            .call(move |ctx| {
+                let now = ctx.now;
+                ctx.peers.get_mut(id).map(|pc| f(pc, now))
+            })
+            .await
+            .map_err(|_| loop_gone())?
+            .ok_or_else(|| no_peer(id))
+    }
+
+    fn remove(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (id, live) = (self.id, self.live.clone());
+        self.lp.call(move |ctx| {
+            ctx.handler.remove_peer(id);
+            if ctx.remove_peer(id).is_some() {
+                live.remove();
+            }
+        })
+    }
+}
+
+impl Drop for LoopConn {
+    fn drop(&mut self) {
+        if !self.closing.load(Ordering::Acquire) {
+            drop(self.remove());
+            self.report.report(ConnectionState::Closed);
+        }
+    }
+}
+
+/// A room's connection on either engine.
+pub enum Conn {
+    Async(Peer),
+    Loop(LoopConn),
+}
+
+// The async layer's descriptions are the sans-IO core's own type.
+fn to_loop(desc: &RTCSessionDescription) -> SfuResult<LoopDescription> {
+    Ok(desc.clone())
+}
+
+fn from_loop(desc: &LoopDescription) -> SfuResult<RTCSessionDescription> {
+    Ok(desc.clone())
+}
+
+/// A track the server sends on a downstream.
+pub enum SendTrack {
+    Async { track: Arc<TrackLocalStaticRTP>, transceiver: Arc<dyn RtpTransceiver> },
+    Loop { transceiver: RTCRtpTransceiverId, sender: RTCRtpSenderId },
+}
+
+impl Conn {
+    pub fn state(&self) -> ConnectionState {
+        match self {
+            Conn::Async(peer) => peer.state(),
+            Conn::Loop(conn) => conn.report.last(),
+        }
+    }
+
+    pub fn loop_id(&self) -> Option<PeerId> {
+        match self {
+            Conn::Async(_) => None,
+            Conn::Loop(conn) => Some(conn.id),
+        }
+    }
+
+    pub async fn set_remote_description(&self, desc: RTCSessionDescription) -> Result<(), String> {
+        match self {
+            Conn::Async(peer) => peer.pc.set_remote_description(desc).await.map_err(|e| e.to_string()),
+            Conn::Loop(conn) => {
+                let desc = to_loop(&desc).map_err(|e| e.to_string())?;
+                conn.with(move |pc, now| pc.set_remote_description(now, desc).map_err(|e| e.to_string()))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        }
+    }
+
+    pub async fn set_local_description(&self, desc: RTCSessionDescription) -> Result<(), String> {
+        match self {
+            Conn::Async(peer) => peer.pc.set_local_description(desc).await.map_err(|e| e.to_string()),
+            Conn::Loop(conn) => {
+                let desc = to_loop(&desc).map_err(|e| e.to_string())?;
+                conn.with(move |pc, now| pc.set_local_description(now, desc).map_err(|e| e.to_string()))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        }
+    }
+
+    pub async fn create_answer(&self) -> Result<RTCSessionDescription, String> {
+        match self {
+            Conn::Async(peer) => peer.pc.create_answer(None).await.map_err(|e| e.to_string()),
+            Conn::Loop(conn) => {
+                let answer = conn.with(|pc, _| pc.create_answer(None).map_err(|e| e.to_string())).await.map_err(|e| e.to_string())??;
+                from_loop(&answer).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    pub async fn create_offer(&self) -> Result<RTCSessionDescription, String> {
+        match self {
+            Conn::Async(peer) => peer.pc.create_offer(None).await.map_err(|e| e.to_string()),
+            Conn::Loop(conn) => {
+                let offer = conn.with(|pc, _| pc.create_offer(None).map_err(|e| e.to_string())).await.map_err(|e| e.to_string())??;
+                from_loop(&offer).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The local description with its candidates, as the remote side must see it.
+    pub async fn complete_local_description(&self) -> SfuResult<RTCSessionDescription> {
+        match self {
+            Conn::Async(peer) => peer.complete_local_description().await,
+            // Candidates are the loop's own, added when the connection was made.
+            Conn::Loop(conn) => {
+                let desc = conn.with(|pc, _| pc.local_description()).await?;
+                from_loop(&desc.ok_or_else(|| SfuError::Internal("no local description".into()))?)
+            }
+        }
+    }
+
+    pub async fn has_pending_local_description(&self) -> bool {
+        self.pending_local_description().await.is_some()
+    }
+
+    pub async fn pending_local_description(&self) -> Option<RTCSessionDescription> {
+        match self {
+            Conn::Async(peer) => peer.pc.pending_local_description().await,
+            Conn::Loop(conn) => {
+                let desc = conn.with(|pc, _| pc.pending_local_description()).await.ok()??;
+                from_loop(&desc).ok()
+            }
+        }
+    }
+
+    pub async fn has_pending_remote_description(&self) -> bool {
+        match self {
+            Conn::Async(peer) => peer.pc.pending_remote_description().await.is_some(),
+            Conn::Loop(conn) => conn.with(|pc, _| pc.pending_remote_description().is_some()).await.unwrap_or(false),
+        }
+    }
+
+    /// Adds a sendonly track of `kind`, pinned to `codec`, with our `ssrc`; its stream ids are
+    /// `token`s, never user ids.
+    pub async fn add_send_track(&self, kind: Kind, codec: &Codec, rtc_codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec, token: &str, ssrc: u32) -> SfuResult<SendTrack> {
+        let rtp_kind = match kind {
+            Kind::Audio => RtpCodecKind::Audio,
+            Kind::Video => RtpCodecKind::Video,
+        };
+        let track = MediaStreamTrack::new(
+            token.to_owned(),
+            format!("{token}-{}-{ssrc:08x}", kind.as_str()),
+            format!("{token}-{}", kind.as_str()),
+            rtp_kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: rtc_codec.clone(),
+                ..Default::default()
+            }],
+        );
+        let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, streams: vec![], send_encodings: vec![] };
+        let preference = vec![RTCRtpCodecParameters { rtp_codec: rtc_codec, payload_type: codec.payload_type, ..Default::default() }];
+        let name = codec.name.clone();
+        match self {
+            Conn::Async(peer) => {
+                let track = Arc::new(TrackLocalStaticRTP::new(track));
+                let transceiver = peer
+                    .pc
+                    .add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init))
+                    .await
+                    .map_err(|e| SfuError::internal("adding a downstream track", e))?;
+                // The consumer may answer only with the producer's codec.
+                transceiver
+                    .set_codec_preferences(preference)
+                    .await
+                    .map_err(|e| SfuError::InvalidSdp(format!("codec {name} cannot be forwarded: {e}")))?;
+                Ok(SendTrack::Async { track, transceiver })
+            }
+            Conn::Loop(conn) => conn
+                .with(move |pc, _| {
+                    let transceiver =
+                        pc.add_transceiver_from_track(track, Some(init)).map_err(|e| SfuError::internal("adding a downstream track", e))?;
+                    let mut t = pc.rtp_transceiver(transceiver).ok_or_else(|| SfuError::Internal("the new transceiver is gone".into()))?;
+                    t.set_codec_preferences(preference)
+                        .map_err(|e| SfuError::InvalidSdp(format!("codec {name} cannot be forwarded: {e}")))?;
+                    let sender = t.sender().ok_or_else(|| SfuError::Internal("a sendonly transceiver without a sender".into()))?;
+                    Ok(SendTrack::Loop { transceiver, sender })
+                })
+                .await?,
+        }
+    }
+
+    pub async fn remove_send_track(&self, track: &SendTrack) -> SfuResult<()> {
+        match (self, track) {
+            (Conn::Async(peer), SendTrack::Async { transceiver, .. }) => {
+                if let Ok(Some(sender)) = transceiver.sender().await {
+                    peer.pc.remove_track(&sender).await.map_err(|e| SfuError::internal("removing a downstream track", e))?;
+                }
+                Ok(())
+            }
+            (Conn::Loop(conn), SendTrack::Loop { sender, .. }) => {
+                let sender = *sender;
+                conn.with(move |pc, _| pc.remove_track(sender).map_err(|e| SfuError::internal("removing a downstream track", e))).await?
+            }
+            _ => Err(SfuError::Internal("a track of another engine".into())),
+        }
+    }
+
+    /// The payload type the consumer's answer settled on for `track`.
+    pub async fn negotiated_payload_type(&self, track: &SendTrack, mime: String) -> Option<u8> {
+        let pick = |codecs: Vec<(String, u8)>| {
+            codecs.iter().find(|(m, _)| m.eq_ignore_ascii_case(&mime)).or_else(|| codecs.first()).map(|(_, pt)| *pt)
+        };
+        match (self, track) {
+            (Conn::Async(_), SendTrack::Async { transceiver, .. }) => {
+                let sender = transceiver.sender().await.ok()??;
+                let parameters = sender.get_parameters().await.ok()?;
+                pick(parameters.rtp_parameters.codecs.iter().map(|c| (c.rtp_codec.mime_type.clone(), c.payload_type)).collect())
+            }
+            (Conn::Loop(conn), SendTrack::Loop { sender, .. }) => {
+                let sender = *sender;
+                let codecs = conn
+                    .with(move |pc, _| {
+                        pc.rtp_sender(sender).map(|mut s| {
+                            s.get_parameters().rtp_parameters.codecs.iter().map(|c| (c.rtp_codec.mime_type.clone(), c.payload_type)).collect::<Vec<_>>()
+                        })
+                    })
+                    .await
+                    .ok()??;
+                pick(codecs)
+            }
+            _ => None,
+        }
+    }
+
+    pub async fn stats(&self, codecs: &[Option<Codec>; 2]) -> ConnectionStats {
+        match self {
+            Conn::Async(peer) => peer.stats(codecs).await,
+            Conn::Loop(conn) => {
+                let now = Instant::now();
+                let report = conn.with(move |pc, _| pc.get_stats(now, StatsSelector::None)).await.unwrap_or_default();
+                connection_stats(&conn.report.label, conn.report.last(), &report, codecs, &conn.rates, Some(conn.lp.local_addr().port()), now)
+            }
+        }
+    }
+
+    /// Closes the connection and reports it `closed` (once, whoever closed it).
+    pub async fn close(&self) {
+        match self {
+            Conn::Async(peer) => peer.close().await,
+            Conn::Loop(conn) => {
+                conn.closing.store(true, Ordering::Release);
+                let _ = conn.remove().await;
+                conn.report.report(ConnectionState::Closed);
+            }
+        }
+    }
+}
+
+/// A producer's forwarding, on either engine.
+#[derive(Clone)]
+pub enum Forward {
+    /// One forwarder task per kind.
+    Async([ForwarderHandle; 2]),
+    /// The streams of the producer's upstream `producer` on a loop.
+    Loop { lp: Arc<MediaLoop<SfuHandler>>, producer: PeerId },
+}
+
+impl Forward {
+    fn on_loop(&self, f: impl FnOnce(&mut SfuHandler, PeerId) + Send + 'static) {
+        if let Forward::Loop { lp, producer } = self {
+            let producer = *producer;
+            drop(lp.call(move |ctx| f(ctx.handler, producer)));
+        }
+    }
+
+    pub fn source(&self, kind: Kind, payload_type: u8, clock_rate: u32) {
+        match self {
+            Forward::Async(f) => f[kind.index()].send(Control::Source { payload_type, clock_rate }),
+            Forward::Loop { .. } => self.on_loop(move |h, p| h.set_source(p, kind, payload_type, clock_rate)),
+        }
+    }
+
+    pub fn mute(&self, kind: Kind, muted: bool) {
+        match self {
+            Forward::Async(f) => f[kind.index()].send(Control::Mute(muted)),
+            Forward::Loop { .. } => self.on_loop(move |h, p| h.set_muted(p, kind, muted)),
+        }
+    }
+
+    pub fn request_keyframe(&self) {
+        match self {
+            Forward::Async(f) => f[Kind::Video.index()].send(Control::RequestKeyframe),
+            Forward::Loop { .. } => self.on_loop(|h, p| h.request_keyframe(p)),
+        }
+    }
+
+    /// Starts (or, after a renegotiation, updates) `consumer`'s copy of `kind`.
+    pub fn subscribe(&self, kind: Kind, consumer: &Arc<str>, downstream: &Conn, connected: &Arc<AtomicBool>, track: &SendTrack, ssrc: u32, payload_type: u8) {
+        match (self, downstream, track) {
+            (Forward::Async(f), _, SendTrack::Async { track, .. }) => f[kind.index()].send(Control::Subscribe(Subscriber {
+                consumer: consumer.clone(),
+                connected: connected.clone(),
+                track: track.clone(),
+                ssrc,
+                payload_type,
+            })),
+            (Forward::Loop { .. }, Conn::Loop(conn), SendTrack::Loop { sender, .. }) => {
+                let (id, sender) = (conn.id, *sender);
+                self.on_loop(move |h, p| h.subscribe(p, kind, Output::new(id, sender, ssrc, payload_type)));
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops `consumer`'s copies (`downstream`: its connection, if it still has one).
+    pub fn unsubscribe(&self, consumer: &Arc<str>, downstream: Option<&Conn>) {
+        match self {
+            Forward::Async(f) => f.iter().for_each(|f| f.send(Control::Unsubscribe(consumer.clone()))),
+            Forward::Loop { .. } => {
+                if let Some(id) = downstream.and_then(Conn::loop_id) {
+                    self.on_loop(move |h, p| Kind::ALL.into_iter().for_each(|k| h.unsubscribe(p, k, id)));
+                }
+            }
+        }
+    }
+
+    /// Stops `consumer`'s copy of one kind.
+    pub fn unsubscribe_kind(&self, kind: Kind, consumer: &Arc<str>, downstream: &Conn) {
+        match self {
+            Forward::Async(f) => f[kind.index()].send(Control::Unsubscribe(consumer.clone())),
+            Forward::Loop { .. } => {
+                if let Some(id) = downstream.loop_id() {
+                    self.on_loop(move |h, p| h.unsubscribe(p, kind, id));
+                }
+            }
+        }
+    }
+
+    /// Relays a consumer's keyframe requests on `track` to this producer (the loop engine
+    /// relays them itself).
+    pub fn relay_keyframe_requests(&self, kind: Kind, track: &SendTrack) {
+        if let (Forward::Async(f), SendTrack::Async { track, .. }) = (self, track) {
+            spawn_keyframe_relay(track.clone(), f[kind.index()].clone());
+        }
+    }
+
+    pub fn stop(&self) {
+        if let Forward::Async(f) = self {
+            f.iter().for_each(|f| f.send(Control::Stop));
+        }
+        // On a loop, the streams go with the upstream's connection.
+    }
+}
+
+/// `Direction` of a label, for the loop's interceptors.
+pub fn is_upstream(label: &ConnectionLabel) -> bool {
+    label.direction == Direction::Upstream
+}
