@@ -671,8 +671,12 @@ impl Room {
         for (key, remote) in checked {
             let Some(downstream) = self.downstreams.get_mut(&key) else { continue };
             if let Err(e) = downstream.peer.set_remote_description(remote).await {
-                // The checks above passed, so the stack refused what they do not cover. Earlier
-                // answers of this call are applied by now and cannot be taken back.
+                // The checks above passed, so the stack refused what they do not cover, after
+                // moving the connection on: nobody can answer its offer any more. It is closed
+                // (its consumer sees `closed`; the producer's next produce offers a new one),
+                // so the room stays consistent. Earlier answers of this call stay applied.
+                tracing::warn!(room = %self.id, user = %key.1, producer = %key.0, error = %e, "an answer the checks passed was refused: downstream closed");
+                self.close_downstream(&key).await;
                 return Err(SfuError::InvalidSdp(format!("the answer was refused: {e}")));
             }
             downstream.pending_offer = false;

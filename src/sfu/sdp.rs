@@ -786,6 +786,52 @@ pub fn check_answer_matches_offer(offer: &[MediaSection], answer: &[MediaSection
             return Err(SfuError::InvalidSdp(format!("the answer has no {what} ({attribute}…)")));
         }
     }
+    check_lines_webrtc_rs_reads(answer_sdp)
+}
+
+/// What webrtc-rs checks only after it has applied a remote description (its state has moved
+/// on by then, so a refusal there cannot be undone): every section's mid, fingerprints,
+/// candidates and header extensions, read here with webrtc-rs's own parsers first.
+fn check_lines_webrtc_rs_reads(sdp: &str) -> SfuResult<()> {
+    let mut in_media = false;
+    let mut sha256 = false;
+    for line in sdp.lines().map(|l| l.trim_end_matches('\r')) {
+        if line.starts_with("m=") {
+            if in_media {
+                return Err(SfuError::InvalidSdp("a media section of the answer has no a=mid".into()));
+            }
+            in_media = true;
+        } else if line.starts_with("a=mid:") {
+            if line.len() == "a=mid:".len() {
+                return Err(SfuError::InvalidSdp("an a=mid of the answer is empty".into()));
+            }
+            in_media = false;
+        } else if let Some(value) = line.strip_prefix("a=fingerprint:") {
+            let mut parts = value.split_whitespace();
+            let (Some(algorithm), Some(hex), None) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(SfuError::InvalidSdp(format!("bad fingerprint: {line}")));
+            };
+            if !hex.split(':').all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit())) {
+                return Err(SfuError::InvalidSdp(format!("bad fingerprint: {line}")));
+            }
+            sha256 |= algorithm.eq_ignore_ascii_case("sha-256");
+        } else if let Some(candidate) = line.strip_prefix("a=candidate:") {
+            rtc::ice::candidate::unmarshal_candidate(candidate)
+                .map_err(|e| SfuError::InvalidSdp(format!("bad candidate ({e}): {line}")))?;
+        } else if line.starts_with("a=extmap:") {
+            let mut reader = std::io::Cursor::new(line.as_bytes());
+            rtc::sdp::extmap::ExtMap::unmarshal(&mut reader)
+                .map_err(|e| SfuError::InvalidSdp(format!("bad header extension ({e}): {line}")))?;
+        }
+    }
+    if in_media {
+        return Err(SfuError::InvalidSdp("a media section of the answer has no a=mid".into()));
+    }
+    if !sha256 {
+        return Err(SfuError::InvalidSdp(
+            "the answer has no sha-256 DTLS fingerprint, the only kind the server verifies certificates by".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -1124,5 +1170,29 @@ a=ssrc:2001 cname:x\r\na=ssrc:2002 cname:x\r\na=ssrc:2003 cname:x\r\na=ssrc:2004
             + "m=video"
             + no_ssrc.split("m=video").nth(1).unwrap();
         assert_eq!(read(&alone).unwrap().sends, ProducerOffer { sends_audio: false, sends_video: true });
+    }
+
+    /// An answer webrtc-rs would refuse only after applying it: refused here first, before
+    /// anything moves.
+    #[test]
+    fn answers_are_read_with_webrtc_rs_own_parsers_before_they_are_applied() {
+        let good = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=fingerprint:sha-256 AB:CD:EF\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=rtpmap:96 VP8/90000\r\n\
+a=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\na=recvonly\r\n";
+        let sections = media_sections(good).unwrap();
+        check_answer_matches_offer(&sections, &sections, good).unwrap();
+        for (bad, why) in [
+            (good.replace("AB:CD:EF", ""), "empty fingerprint value"),
+            (good.replace("sha-256 AB:CD:EF", "sha-1 AB:CD:EF"), "no sha-256 fingerprint"),
+            (good.replace("AB:CD:EF", "AB:CD:XY"), "fingerprint not hex"),
+            (good.replace("127.0.0.1 40000 typ host", "127.0.0.1"), "garbled candidate"),
+            (good.replace("a=mid:0\r\n", ""), "no mid"),
+            (good.replace("a=extmap:3", "a=extmap:999"), "extmap id out of range"),
+        ] {
+            let err = check_lines_webrtc_rs_reads(&bad).unwrap_err();
+            assert_eq!(err.code(), "INVALID_SDP", "{why}");
+        }
     }
 }
