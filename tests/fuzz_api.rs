@@ -282,7 +282,7 @@ fn invalid_argument_only<T: std::fmt::Debug>(what: &str, input: &Value, result: 
 // The tests
 
 proptest! {
-    #![proptest_config(config::cases(2500))]
+    #![proptest_config(config::cases(1500))]
 
     #[test]
     fn ids_follow_the_model(value in any_json()) {
