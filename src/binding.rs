@@ -296,7 +296,13 @@ impl MediaServer {
         // on either.
         if let Some(engine) = std::env::var("MEDIASERVER_ENGINE").ok().filter(|e| !e.is_empty()) {
             if let Value::Object(map) = json.get_or_insert_with(|| Value::Object(Default::default())) {
-                map.entry("engine").or_insert(Value::String(engine));
+                if !map.contains_key("engine") {
+                    let workers = std::env::var("MEDIASERVER_WORKERS").ok().and_then(|w| w.parse::<u64>().ok());
+                    if let (Some(workers), false) = (workers, map.contains_key("workers")) {
+                        map.insert("workers".into(), Value::from(workers));
+                    }
+                    map.insert("engine".into(), Value::String(engine));
+                }
             }
         }
         let level = match json.as_ref().and_then(|o| o.get("logLevel")) {

@@ -160,6 +160,14 @@ export interface MediaServerOptions {
   onLog?: (record: LogRecord) => void
   /** Largest `userInfo` accepted, in bytes of its JSON; past it `INVALID_ARGUMENT`. Default 16384. */
   maxUserInfoBytes?: number
+  /**
+   * What carries the media. `'tasks'` (default): webrtc-rs's async connections, a port each.
+   * `'loops'` (experimental): media loop threads, each owning one UDP socket for every connection
+   * of the rooms placed on it, forwarding in-loop. Default: `MEDIASERVER_ENGINE`, else `'tasks'`.
+   */
+  engine?: 'tasks' | 'loops'
+  /** With `engine: 'loops'`: how many loops (threads). Default: one per core. */
+  workers?: number
 }
 
 export interface LogRecord {

@@ -1,0 +1,71 @@
+// The media loops (engine: 'loops'): the suite's media, atomicity and lifecycle files run on
+// them as they are (with one loop and with the default, one per core), and rooms placed on
+// different loops carry media at the same time.
+
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { Client, createServer, closeEverything, createSource, candidateLines } from './helpers.mjs'
+
+const here = (name) => fileURLToPath(new URL(name, import.meta.url))
+
+let source
+before(() => { source = createSource() })
+after(async () => {
+  await closeEverything()
+  setImmediate(() => process.exit(process.exitCode ?? 0))
+})
+
+/** Runs a test file of the suite on the loops; it must pass whole. */
+function runOnLoops (file, workers) {
+  const env = { ...process.env, MEDIASERVER_ENGINE: 'loops' }
+  // A test file run from inside a test reports to its parent runner in its own protocol
+  // unless this is cleared; it reports TAP to us instead.
+  delete env.NODE_TEST_CONTEXT
+  if (workers) env.MEDIASERVER_WORKERS = String(workers)
+  else delete env.MEDIASERVER_WORKERS
+  const run = spawnSync(process.execPath, ['--test', '--test-reporter=tap', here(file)], { env, encoding: 'utf8', timeout: 300000 })
+  const counts = Object.fromEntries([...run.stdout.matchAll(/^# (pass|fail|cancelled) (\d+)$/gm)].map((m) => [m[1], Number(m[2])]))
+  const failed = run.stdout.split('\n').filter((l) => l.startsWith('not ok')).join('\n')
+  console.log(`${file} on ${workers ?? 'the default number of'} loop(s): ${JSON.stringify(counts)}`)
+  assert.equal(run.status, 0, `${file} failed on the loops (exit ${run.status} ${run.signal ?? ''}):\n${failed}\n${run.stderr.slice(-2000)}`)
+  assert.ok(counts.pass > 0 && !counts.fail, `${file}: ${JSON.stringify(counts)}`)
+}
+
+test('media.test on one loop', { timeout: 320000 }, () => runOnLoops('media.test.mjs', 1))
+test('media.test on one loop per core', { timeout: 320000 }, () => runOnLoops('media.test.mjs'))
+test('atomic.test on the loops', { timeout: 320000 }, () => runOnLoops('atomic.test.mjs'))
+test('lifecycle.test on the loops', { timeout: 320000 }, () => runOnLoops('lifecycle.test.mjs'))
+
+test('two rooms on two loops: each on its own port, both decode at once', { timeout: 60000 }, async () => {
+  const server = createServer({ min: 45900, max: 45909 }, { engine: 'loops', workers: 2 })
+  const ports = new Set()
+  const consumers = []
+  for (const room of ['first', 'second']) {
+    const producer = new Client(server, room, 'p', { source })
+    const consumer = new Client(server, room, 'c')
+    await server.createRoom(room, { userId: 'p' })
+    await server.addUser(room, 'c')
+    const res = await producer.produce()
+    for (const line of candidateLines(res.answer.sdp)) ports.add(Number(line.split(' ')[5]))
+    await consumer.consumeAll(res.outbound, { from: 'p' })
+    consumers.push(consumer)
+  }
+  assert.equal(ports.size, 2, `the rooms' connections name two loop ports: ${[...ports]}`)
+  for (const port of ports) assert.ok(port >= 45900 && port <= 45909, `loop port ${port} from portRange`)
+  const before = await Promise.all(consumers.map((c) => c.waitDecoding('p')))
+  const after = await Promise.all(consumers.map((c, i) => c.waitDecoding('p', { above: before[i].video.framesDecoded + 30 })))
+  assert.ok(after.every((s) => s.audio.packetsReceived > 0))
+  const stats = await server.stats()
+  assert.equal(stats.portsInUse, 0, 'connections on the loops lease no port of their own')
+})
+
+test('MEDIASERVER_ENGINE reaches the server the test files above make (the loops refuse udpPort, the tasks take it)', () => {
+  const script = "const { MediaServer } = require(process.argv[1]); try { new MediaServer({ listenIp: '127.0.0.1', udpPort: 0 }).close().then(() => console.log('accepted')) } catch (e) { console.log(e.code) }"
+  const run = (engine) => spawnSync(process.execPath, ['-e', script, here('../index.js')], {
+    env: { ...process.env, MEDIASERVER_ENGINE: engine }, encoding: 'utf8', timeout: 30000
+  }).stdout.trim()
+  assert.equal(run('loops'), 'INVALID_ARGUMENT')
+  assert.equal(run('tasks'), 'accepted')
+})
