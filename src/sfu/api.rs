@@ -396,15 +396,21 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
             }
         }
         Some(Some("loops")) => {
-            let workers = match workers {
-                Some(0) => return Err(SfuError::InvalidArgument("workers must be at least 1".into())),
-                Some(n) => n as usize,
-                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            let workers = match (workers, options.udp_port) {
+                (Some(0), _) => return Err(SfuError::InvalidArgument("workers must be at least 1".into())),
+                // One port is one socket, so one loop (steering a shared port to several loops
+                // is not built yet).
+                (Some(n), Some(_)) if n > 1 => {
+                    return Err(SfuError::InvalidArgument("engine 'loops' with udpPort runs one loop (workers: 1)".into()))
+                }
+                (_, Some(_)) => 1,
+                (Some(n), None) => n as usize,
+                (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
             };
             let concrete = options.listen.len() == 1 && !options.listen[0].ip.is_unspecified();
-            if !concrete || options.udp_port.is_some() || options.tcp {
+            if !concrete || options.tcp {
                 return Err(SfuError::InvalidArgument(
-                    "engine 'loops' needs one concrete listenIp, and takes no udpPort or enableTcp yet".into(),
+                    "engine 'loops' needs one concrete listenIp, and takes no enableTcp yet".into(),
                 ));
             }
             options.engine = Some(workers);

@@ -140,6 +140,8 @@ pub struct MediaServerCore {
     shared: Arc<Shared>,
     /// Room id to room task. Held only to look up, insert or remove; never across an await.
     rooms: Mutex<HashMap<String, RoomHandle>>,
+    /// The single port, in single-port mode.
+    udp_port: Option<u16>,
     next_serial: std::sync::atomic::AtomicU64,
     closed: AtomicBool,
 }
@@ -163,12 +165,25 @@ impl MediaServerCore {
         if options.offer_timeout == Some(Duration::ZERO) {
             return Err(SfuError::InvalidArgument("offerTimeoutMs must be positive".into()));
         }
-        let mux = options.udp_port.map(|port| UdpMux::bind(&ips, port)).transpose()?;
         let forwarded = Arc::new(ForwardTotals::default());
-        let engine = options
-            .engine
-            .map(|workers| conn::Engine::start(workers, ips[0], options.port_range, forwarded.clone()).map(Arc::new))
-            .transpose()?;
+        // On the loops, the single port is the one loop's own socket.
+        let (mux, engine) = match options.engine {
+            Some(workers) => {
+                let range = match options.udp_port {
+                    Some(0) => None,
+                    Some(port) => Some((port, port)),
+                    None => options.port_range,
+                };
+                let engine = conn::Engine::start(workers, ips[0], range, forwarded.clone())?;
+                (None, Some(Arc::new(engine)))
+            }
+            None => (options.udp_port.map(|port| UdpMux::bind(&ips, port)).transpose()?, None),
+        };
+        let udp_port = match (&engine, &mux) {
+            (Some(engine), _) if options.udp_port.is_some() => engine.ports().first().copied(),
+            (_, Some(mux)) => Some(mux.port()),
+            _ => None,
+        };
         let ports = PortPool::new(ips, options.tcp, options.port_range)?;
         Ok(Self {
             shared: Arc::new(Shared {
@@ -183,6 +198,7 @@ impl MediaServerCore {
                 max_user_info_bytes: options.max_user_info_bytes,
                 engine,
             }),
+            udp_port,
             rooms: Mutex::new(HashMap::new()),
             next_serial: Default::default(),
             closed: AtomicBool::new(false),
@@ -359,7 +375,7 @@ impl MediaServerCore {
             ports_in_use: self.shared.ports.in_use(),
             forwarded_packets,
             forwarded_bytes,
-            udp_port: self.shared.net.mux.as_ref().map(|m| m.port()),
+            udp_port: self.udp_port,
         };
         for handle in self.rooms().values() {
             let counts = handle.link.counts.read();
