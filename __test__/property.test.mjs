@@ -1309,7 +1309,7 @@ for (const mutation of REFUSED_BY_THE_STACK) {
       const before = stateless(await srv.getRoom(room))
       await expectSpecRejection(srv.consume(room, 'c', wrong), `consume with an answer whose ${mutation}`)
       assert.deepStrictEqual(stateless(await srv.getRoom(room)), before, 'the failed consume changed the room')
-      // Fails today: INTERNAL "a pending offer without a local description".
+      // Before ed25f93: INTERNAL "a pending offer without a local description".
       assert.deepStrictEqual(await mustResolve(srv.consume(room, 'c', right), 'the right answer after the refused one'), { status: 'connected' })
       assert.deepStrictEqual(await pendingOf(srv, room), ['p->c:false'])
     })
@@ -1322,8 +1322,8 @@ test('regression (property seeds 1, 2): after an answer webrtc-rs refused (extma
     const wrong = { id: 'p', answer: { type: 'answer', sdp: SDP_MUTATIONS['extmap ids out of range'](answers.c[0].answer.sdp) } }
     await expectSpecRejection(srv.consume(room, 'c', wrong), 'consume with extmap ids of 999')
     const offer = await peers.call('offer', { dev: `${room}-p` })
-    // Fails today: INTERNAL "creating an offer: parse extmap: 999 -- extmap key must be in the
-    // range 1-255", and the failed call closes the consumer's downstream.
+    // Before ed25f93: INTERNAL "creating an offer: parse extmap: 999 -- extmap key must be in
+    // the range 1-255", and the failed call closed the consumer's downstream.
     let res, err
     try { res = await srv.produce(room, 'p', { offer }) } catch (e) { err = e }
     assert.ok(!err, `re-produce after the refused answer: ${err?.code}: ${err?.message}; downstreams now ${JSON.stringify(await pendingOf(srv, room))}`)
@@ -1339,8 +1339,51 @@ test('regression (property seeds 1, 2): consume with answers[] whose second answ
     const refused = { id: answers.c[1].id, answer: { type: 'answer', sdp: SDP_MUTATIONS['candidate garbled'](answers.c[1].answer.sdp) } }
     const before = stateless(await srv.getRoom(room))
     await expectSpecRejection(srv.consume(room, 'c', { answers: [answers.c[0], refused] }), 'consume with a refused second answer')
-    // Fails today: the first answer was applied (its pendingOffer went from true to false).
+    // Before ed25f93: the first answer was applied (its pendingOffer went from true to false).
     assert.deepStrictEqual(stateless(await srv.getRoom(room)), before, 'the failed consume changed the room')
+  })
+})
+
+test('regression (property seed 882563241): an answer whose video section names a payload type it never maps is refused and changes nothing', { timeout: 60000 }, async () => {
+  const srv = await regressionSetup()
+  await inRoom(srv, {}, async ({ room, answers }) => {
+    // The video m= line still lists the RTX payload type; its a=rtpmap and a=fmtp are gone (the
+    // property test's answer was truncated just before them).
+    const right = answers.c[0]
+    const sdp = right.answer.sdp.replace(/a=rtpmap:(\d+) rtx\/90000\r\n(a=fmtp:\1 [^\r]*\r\n)?/g, '')
+    assert.notEqual(sdp, right.answer.sdp, 'the answer has an RTX payload type to unmap')
+    const before = stateless(await srv.getRoom(room))
+    const statsBefore = counts(await srv.stats())
+    await expectSpecRejection(srv.consume(room, 'c', { id: 'p', answer: { type: 'answer', sdp } }), 'consume with an unmapped payload type')
+    // Fails today (after ed25f93): INVALID_SDP "the answer was refused: payload type not found",
+    // and the failed call closes the consumer's downstream (downstreamConnections 1 -> 0).
+    assert.deepStrictEqual(counts(await srv.stats()), statsBefore, 'the failed consume changed stats()')
+    assert.deepStrictEqual(stateless(await srv.getRoom(room)), before, 'the failed consume changed the room')
+    assert.deepStrictEqual(await mustResolve(srv.consume(room, 'c', right), 'the right answer after the refused one'), { status: 'connected' })
+  })
+})
+
+test('regression (property seed 884486898): a producer\'s re-produce with a one-section offer that declares no SSRC does not answer INTERNAL nor close its connections', { timeout: 60000 }, async () => {
+  const srv = await regressionSetup()
+  await inRoom(srv, {}, async ({ room }) => {
+    // An audio-only offer of another peer connection, its a=ssrc lines removed (one media
+    // section: the server's checks let an offer without SSRCs through).
+    const other = await peers.call('offer', { dev: `${room}-other`, audio: true, video: false })
+    await peers.call('upClose', { dev: `${room}-other` })
+    const sdp = SDP_MUTATIONS['ssrc lines removed'](other.sdp)
+    const before = stateless(await srv.getRoom(room))
+    const statsBefore = counts(await srv.stats())
+    let res, err
+    try { res = await srv.produce(room, 'p', { offer: { type: 'offer', sdp } }) } catch (e) { err = e }
+    // Fails today: INTERNAL "applying the answer: no trackStreams found for SSRC", and the
+    // failed call closes the producer's upstream and the consumer's downstream.
+    if (err) {
+      assert.ok(CODES.has(err.code) && err.code !== 'INTERNAL', `re-produce: ${err.code}: ${err.message}`)
+      assert.deepStrictEqual(counts(await srv.stats()), statsBefore, `the failed re-produce (${err.code}) changed stats()`)
+      assert.deepStrictEqual(stateless(await srv.getRoom(room)), before, 'the failed re-produce changed the room')
+    } else {
+      assert.ok(res.answer, 'the re-produce that succeeded has an answer')
+    }
   })
 })
 
