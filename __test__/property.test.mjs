@@ -468,7 +468,7 @@ const gen = {
         if (kind === 'serverSdp') {
           const list = [...model.pool.serverOffers, ...model.pool.serverAnswers]
           sdp = list.length ? list[pick % list.length] : 'v=0\r\n'
-          from = 'an SDP the server made'
+          from = list.length ? 'an SDP the server made' : 'no server SDP yet: "v=0\\r\\n"'
         } else if (fresh && !busy && !model.bindings.has(dev)) {
           sdp = (await peerCall('offer', { dev, audio: true, video: pick % 5 !== 0 })).sdp ?? 'v=0\r\n'
           await peerCall('upRollback', { dev })
@@ -477,7 +477,7 @@ const gen = {
         } else {
           const list = model.pool.clientOffers
           sdp = list.length ? list[pick % list.length] : 'v=0\r\n'
-          from = 'a real offer used before'
+          from = list.length ? 'a real offer used before' : 'no real offer yet: "v=0\\r\\n"'
         }
         let type = 'offer'
         if (mutate === 'sdp') { const m = mutateSdp(sdp, sub); sdp = m.sdp; from += `, ${m.desc}` }
@@ -571,7 +571,7 @@ const gen = {
         const list = model.pool.clientAnswers
         const a = list.length ? list[pick % list.length] : { sdp: 'v=0\r\n', room: null }
         let sdp = a.sdp
-        let from = 'a real answer used before'
+        let from = list.length ? 'a real answer used before' : 'no real answer yet: "v=0\\r\\n"'
         if (mutate) { const m = mutateSdp(sdp, sub); sdp = m.sdp; from += `, ${m.desc}` }
         let id = p
         if (sameTarget && a.room != null) {
@@ -1108,6 +1108,19 @@ async function runBurst () {
 // The test
 
 test(`property: random API calls with hostile inputs and real peers (seed ${SEED})`, { timeout: (MAX_SECONDS + 120) * 1000 }, async () => {
+  try {
+    await propertyRun()
+  } catch (err) {
+    // Whatever stopped the run (a check call that failed, the peers' process), with the seed
+    // and the last calls made.
+    if (err instanceof Error && !String(err.message).startsWith('property seed=')) {
+      err.message = `property seed=${SEED} (replay: PROPERTY_SEED=${SEED}), after call #${callCount}: ${err.message}\n  the last calls:\n${history.slice(-8).map((h) => `    ${h}`).join('\n')}`
+    }
+    throw err
+  }
+})
+
+async function propertyRun () {
   const { MediaServer } = require('../index.js')
   rng = mulberry32(SEED)
   server = new MediaServer({
@@ -1220,7 +1233,7 @@ test(`property: random API calls with hostile inputs and real peers (seed ${SEED
   failures.push(...problems)
   if (callCount < MIN_CALLS) failures.push(`only ${callCount} calls within ${MAX_SECONDS} s (at least ${MIN_CALLS} wanted)`)
   assert.ok(failures.length === 0, `property seed=${SEED} (replay: PROPERTY_SEED=${SEED}): ${failures.join('\n\n')}`)
-})
+}
 
 // ---------------------------------------------------------------------------------------
 // Regression tests: the bugs this property test found, each as the smallest sequence that
