@@ -23,7 +23,7 @@ mod config;
 #[path = "support/stun.rs"]
 mod stun;
 
-use stun::{Attribute, Message, MAGIC_COOKIE, MESSAGE_INTEGRITY, USERNAME};
+use stun::{model_is_binding_request, parse_checked, Attribute, Message, MAGIC_COOKIE, MESSAGE_INTEGRITY, USERNAME};
 
 // ---------------------------------------------------------------------------------------------
 // Generators
@@ -128,43 +128,6 @@ fn tell(message: &mut Message, lie: &Lie) {
         Lie::Trailing(t) => message.trailing = t.clone(),
         _ => {}
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// What any packet must satisfy
-
-/// The header test, stated plainly.
-fn model_is_binding_request(packet: &[u8]) -> bool {
-    packet.len() >= 20 && packet[..2] == [0, 1] && packet[4..8] == MAGIC_COOKIE
-}
-
-/// Parses `packet` and checks every guarantee the parser gives for any input; returns the
-/// ufrag's byte range and where MESSAGE-INTEGRITY starts.
-fn parse_checked(packet: &[u8]) -> Option<(std::ops::Range<usize>, usize)> {
-    assert_eq!(mux::is_binding_request(packet), model_is_binding_request(packet), "{packet:02x?}");
-    let request = mux::parse_binding_request(packet)?;
-    assert!(model_is_binding_request(packet));
-    let length = u16::from_be_bytes([packet[2], packet[3]]) as usize;
-    assert_eq!(packet.len(), 20 + length, "only a datagram of the length it declares is parsed");
-    // The ufrag: a non-empty substring of the packet, from a USERNAME before
-    // MESSAGE-INTEGRITY, up to (without) its first ':'.
-    let ufrag = stun::range_in(packet, request.ufrag.as_bytes())
-        .unwrap_or_else(|| panic!("the ufrag {:?} is not a substring of the packet {packet:02x?}", request.ufrag));
-    assert!(!request.ufrag.is_empty() && !request.ufrag.contains(':'), "{:?}", request.ufrag);
-    assert!(ufrag.start >= 24 && ufrag.end <= request.integrity_at, "{ufrag:?} / {}", request.integrity_at);
-    let username_len = u16::from_be_bytes([packet[ufrag.start - 2], packet[ufrag.start - 1]]) as usize;
-    assert_eq!(packet[ufrag.start - 4..ufrag.start - 2], USERNAME.to_be_bytes());
-    assert!(username_len >= request.ufrag.len() && username_len <= stun::MAX_USERNAME);
-    if username_len > request.ufrag.len() {
-        assert_eq!(packet[ufrag.end], b':');
-    }
-    // MESSAGE-INTEGRITY: a whole 20-byte attribute inside the packet.
-    let at = request.integrity_at;
-    assert!(at >= 20 && at % 4 == 0 && at + 24 <= packet.len(), "{at} / {}", packet.len());
-    assert_eq!(packet[at..at + 4], [0x00, 0x08, 0x00, 20]);
-    // Checking it never reads out of bounds either, with any key.
-    let _ = request.authentic(packet, stun::key("any password").as_mut());
-    Some((ufrag, at))
 }
 
 // ---------------------------------------------------------------------------------------------
