@@ -99,7 +99,7 @@ impl Peers {
     /// The connection a datagram from `from` belongs to: a binding request by the ufrag it
     /// names (which also routes its address from then on), anything else by address.
     fn route(&mut self, from: SocketAddr, packet: &[u8]) -> Option<PeerId> {
-        if let Some(request) = crate::sfu::mux::parse_binding_request(packet) {
+        if let Some(request) = super::stun::parse_binding_request(packet) {
             let id = *self.by_ufrag.get(request.ufrag)?;
             // The connection's own ICE agent checks MESSAGE-INTEGRITY and answers only an
             // authentic request; a forged one can at worst misroute this address until the

@@ -1,7 +1,7 @@
-//! The media engine: what carries packets, beside the control plane that decides what to carry.
-//! It is being built here step by step (see the media engine issue); today it holds the batched
-//! socket I/O the media loops will own.
+//! The media engine's machinery: media loop threads that own their sockets and drive sans-IO
+//! peer connections, and batched socket I/O. It knows nothing of rooms or of the SFU: what runs
+//! on a loop is its `LoopHandler` (the SFU's is `crate::sfu::loop_media`).
 
 pub mod udp;
 pub mod media_loop;
-pub mod sfu;
+pub mod stun;

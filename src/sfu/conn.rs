@@ -34,7 +34,7 @@ use super::peer::{
 use super::sdp::{Codec, Kind};
 use super::stats::{connection_stats, ConnectionStats, ForwardTotals, RateMeter};
 use crate::engine::media_loop::{MediaLoop, PeerId};
-use crate::engine::sfu::{Output, PeerObserver, SfuHandler};
+use super::loop_media::{Output, PeerObserver, SfuHandler};
 
 /// The media loops of a server, and where the next room goes.
 pub struct Engine {

@@ -1,7 +1,7 @@
 //! The SFU on a media loop: each producer's streams, and per stream the consumers it goes to.
 //! A packet read from an upstream is rewritten and written to every consumer's connection as
 //! a plain call on the loop; a consumer's keyframe request reaches the producer the same way.
-//! The control plane changes this state only through [`super::media_loop::MediaLoop::call`].
+//! The control plane changes this state only through [`crate::engine::media_loop::MediaLoop::call`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,11 +15,11 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
-use super::media_loop::{LoopHandler, PeerId, Peers};
+use super::events::ConnectionState;
+use super::sdp::Kind;
+use super::stats::ForwardTotals;
+use crate::engine::media_loop::{LoopHandler, PeerId, Peers};
 use crate::media::rewrite::Rewrite;
-use crate::sfu::events::ConnectionState;
-use crate::sfu::sdp::Kind;
-use crate::sfu::stats::ForwardTotals;
 
 /// Keyframe requests to one producer are at most this frequent; extra ones are coalesced into
 /// one sent when the interval ends.

@@ -7,6 +7,7 @@ pub mod conn;
 pub mod error;
 pub mod events;
 pub mod forward;
+pub mod loop_media;
 pub mod mux;
 pub mod peer;
 pub mod ports;

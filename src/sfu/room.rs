@@ -446,6 +446,11 @@ impl Room {
         let constraints = request.constraints.map_or(derived, |patch| patch.apply(derived));
         let producer_id = self.users[index].id.clone();
         let is_new = self.users[index].upstream.is_none();
+        if !is_new && plan.anonymous_sender {
+            return Err(SfuError::InvalidSdp(
+                "a re-produce's sending sections must declare their SSRCs (a=ssrc) or RIDs (a=rid): the server binds renegotiated streams by them".into(),
+            ));
+        }
 
         // Every connection this call may open is reserved first.
         let missing: Vec<Arc<str>> = self

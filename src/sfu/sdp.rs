@@ -269,6 +269,10 @@ pub struct ProducerOfferPlan {
     pub sdp: String,
     pub sends: ProducerOffer,
     pub sections: Vec<MediaSection>,
+    /// A sending section declares no SSRC and no RID. Alone in a first offer it is bound by
+    /// being the only section; webrtc-rs cannot bind it in a renegotiation (its answer then
+    /// fails with "no trackStreams found for SSRC").
+    pub anonymous_sender: bool,
 }
 
 /// The identity (`a=msid`) the server gives the media sections of a producer's offer: one
@@ -365,6 +369,7 @@ pub fn read_producer_offer(sdp_type: &str, sdp: &str) -> SfuResult<ProducerOffer
         }
     }
     let audio_video = sections.iter().filter(|s| s.kind.is_some()).count();
+    let mut anonymous_sender = false;
     for (index, section) in sections.iter().enumerate() {
         if section.kind.is_none() || edits[index].reject {
             continue;
@@ -374,6 +379,7 @@ pub fn read_producer_offer(sdp_type: &str, sdp: &str) -> SfuResult<ProducerOffer
         edit.rid = facts[index].chosen_rid();
         edit.dropped_ssrcs = facts[index].simulcast_ssrcs_to_drop();
         let declares = facts[index].ssrcs.iter().any(|s| !edit.dropped_ssrcs.contains(s));
+        anonymous_sender |= section.direction.sends() && !declares && edit.rid.is_none();
         if section.direction.sends() && !declares && edit.rid.is_none() && audio_video > 1 {
             return Err(SfuError::InvalidSdp(format!(
                 "the {} section (mid {}) declares no SSRC (a=ssrc) and no RID (a=rid); with more than one media section the server tells a producer's streams apart by them",
@@ -384,7 +390,7 @@ pub fn read_producer_offer(sdp_type: &str, sdp: &str) -> SfuResult<ProducerOffer
     }
     let tagged_port = tagged.map(|t| sections[t].port).filter(|p| *p != 0).unwrap_or(9);
     let sdp = text.rewrite(&sections, &edits, &group, &fingerprint, tagged_port);
-    Ok(ProducerOfferPlan { sdp, sends, sections })
+    Ok(ProducerOfferPlan { sdp, sends, sections, anonymous_sender })
 }
 
 fn kind_name(section: &MediaSection) -> &'static str {
@@ -790,47 +796,80 @@ pub fn check_answer_matches_offer(offer: &[MediaSection], answer: &[MediaSection
 }
 
 /// What webrtc-rs checks only after it has applied a remote description (its state has moved
-/// on by then, so a refusal there cannot be undone): every section's mid, fingerprints,
-/// candidates and header extensions, read here with webrtc-rs's own parsers first.
+/// on by then, so a refusal there cannot be undone), read here first, the way it reads it:
+/// every section's mid and payload formats, one fingerprint and one set of ICE credentials for
+/// the transport, candidates and header extensions through webrtc-rs's own parsers.
 fn check_lines_webrtc_rs_reads(sdp: &str) -> SfuResult<()> {
-    let mut in_media = false;
-    let mut sha256 = false;
-    for line in sdp.lines().map(|l| l.trim_end_matches('\r')) {
-        if line.starts_with("m=") {
-            if in_media {
-                return Err(SfuError::InvalidSdp("a media section of the answer has no a=mid".into()));
+    let invalid = |what: String| Err(SfuError::InvalidSdp(what));
+    let lines: Vec<&str> = sdp.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let starts: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.starts_with("m=")).map(|(i, _)| i).collect();
+    let session = &lines[..starts.first().copied().unwrap_or(lines.len())];
+    let first = |section: &[&str], key: &str| -> Option<String> {
+        section.iter().find_map(|l| l.strip_prefix(key)).map(str::to_owned)
+    };
+    let mut fingerprint = first(session, "a=fingerprint:");
+    let mut ufrag = first(session, "a=ice-ufrag:");
+    let mut pwd = first(session, "a=ice-pwd:");
+    let mut fingerprints: Vec<String> = fingerprint.iter().cloned().collect();
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(lines.len());
+        let section = &lines[start..end];
+        match first(section, "a=mid:") {
+            Some(mid) if !mid.is_empty() => {}
+            _ => return invalid(format!("media section {n} of the answer has no a=mid")),
+        }
+        if let Some(f) = first(section, "a=fingerprint:") {
+            fingerprints.push(f.clone());
+            fingerprint.get_or_insert(f);
+        }
+        let rejected = section[0].split_whitespace().nth(1).is_some_and(|p| p.split('/').next() == Some("0"));
+        if !rejected {
+            for pt in section[0].split_whitespace().skip(3) {
+                let Ok(pt) = pt.parse::<u8>() else { return invalid(format!("bad payload type {pt} in {}", section[0])) };
+                let mapped = section.iter().any(|l| l.strip_prefix("a=rtpmap:").and_then(|r| r.split(' ').next()) == Some(&pt.to_string()));
+                if pt >= 35 && !mapped {
+                    return invalid(format!("payload type {pt} of media section {n} has no a=rtpmap"));
+                }
             }
-            in_media = true;
-        } else if line.starts_with("a=mid:") {
-            if line.len() == "a=mid:".len() {
-                return Err(SfuError::InvalidSdp("an a=mid of the answer is empty".into()));
+        }
+        if section.contains(&"a=inactive") {
+            continue; // webrtc-rs reads no credentials or candidates there
+        }
+        for (key, value) in [("a=ice-ufrag:", &mut ufrag), ("a=ice-pwd:", &mut pwd)] {
+            if let Some(v) = first(section, key) {
+                if value.get_or_insert_with(|| v.clone()) != &v {
+                    return invalid(format!("the answer has conflicting {}", key.trim_start_matches("a=").trim_end_matches(':')));
+                }
             }
-            in_media = false;
-        } else if let Some(value) = line.strip_prefix("a=fingerprint:") {
-            let mut parts = value.split_whitespace();
-            let (Some(algorithm), Some(hex), None) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(SfuError::InvalidSdp(format!("bad fingerprint: {line}")));
-            };
-            if !hex.split(':').all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit())) {
-                return Err(SfuError::InvalidSdp(format!("bad fingerprint: {line}")));
+        }
+        for line in section {
+            if let Some(candidate) = line.strip_prefix("a=candidate:") {
+                rtc::ice::candidate::unmarshal_candidate(candidate)
+                    .map_err(|e| SfuError::InvalidSdp(format!("bad candidate ({e}): {line}")))?;
             }
-            sha256 |= algorithm.eq_ignore_ascii_case("sha-256");
-        } else if let Some(candidate) = line.strip_prefix("a=candidate:") {
-            rtc::ice::candidate::unmarshal_candidate(candidate)
-                .map_err(|e| SfuError::InvalidSdp(format!("bad candidate ({e}): {line}")))?;
-        } else if line.starts_with("a=extmap:") {
+        }
+    }
+    for line in &lines {
+        if line.starts_with("a=extmap:") {
             let mut reader = std::io::Cursor::new(line.as_bytes());
             rtc::sdp::extmap::ExtMap::unmarshal(&mut reader)
                 .map_err(|e| SfuError::InvalidSdp(format!("bad header extension ({e}): {line}")))?;
         }
     }
-    if in_media {
-        return Err(SfuError::InvalidSdp("a media section of the answer has no a=mid".into()));
+    if ufrag.is_none() || pwd.is_none() {
+        return invalid("the answer has no ICE credentials (a=ice-ufrag, a=ice-pwd)".into());
     }
-    if !sha256 {
-        return Err(SfuError::InvalidSdp(
-            "the answer has no sha-256 DTLS fingerprint, the only kind the server verifies certificates by".into(),
-        ));
+    let Some(fingerprint) = fingerprint else { return invalid("the answer has no a=fingerprint".into()) };
+    if fingerprints.iter().any(|f| *f != fingerprint) {
+        return invalid("the answer has conflicting fingerprints".into());
+    }
+    let parts: Vec<&str> = fingerprint.split(' ').collect();
+    let well_formed = parts.len() == 2 && parts[1].split(':').all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+    if !well_formed {
+        return invalid(format!("bad fingerprint: a=fingerprint:{fingerprint}"));
+    }
+    if !parts[0].eq_ignore_ascii_case("sha-256") {
+        return invalid("the answer has no sha-256 DTLS fingerprint, the only kind the server verifies certificates by".into());
     }
     Ok(())
 }
@@ -1190,6 +1229,9 @@ a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\na=recvonly\r\n";
             (good.replace("127.0.0.1 40000 typ host", "127.0.0.1"), "garbled candidate"),
             (good.replace("a=mid:0\r\n", ""), "no mid"),
             (good.replace("a=extmap:3", "a=extmap:999"), "extmap id out of range"),
+            (good.replace("a=rtpmap:96 VP8/90000\r\n", ""), "a payload type without rtpmap"),
+            (good.replace("a=mid:0\r\n", "a=mid:0\r\na=ice-pwd:zzzzzzzzzzzzzzzzzzzzzzzz\r\n"), "conflicting ice-pwd"),
+            (good.replace("a=mid:0\r\n", "a=mid:0\r\na=fingerprint:sha-256 AB:CD:00\r\n"), "conflicting fingerprints"),
         ] {
             let err = check_lines_webrtc_rs_reads(&bad).unwrap_err();
             assert_eq!(err.code(), "INVALID_SDP", "{why}");
