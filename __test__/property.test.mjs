@@ -107,13 +107,9 @@ function normId (v) {
   return null
 }
 
-/** The id the server reads from a value inside a body (it comes through JSON: an integer
- *  whose JSON text fits in 64 bits is an id there, even past 2**53). */
+/** The id the server reads from a value inside a body: the same rule as for an id argument
+ *  (a number's JSON text past 2**53 - 1 is refused, as the number itself is). */
 function normBodyId (v) {
-  if (typeof v === 'number' && Number.isInteger(v) && /^-?\d+$/.test(String(v))) {
-    const n = BigInt(String(v))
-    if (n >= -(2n ** 63n) && n < 2n ** 64n) return String(v)
-  }
   return normId(v)
 }
 

@@ -109,6 +109,12 @@ where
         Ok(result.and_then(|value| serde_json::to_string(&value).map_err(|e| SfuError::internal("serializing", e))))
     };
     env.spawn_future_with_callback(task, |env, result: SfuResult<String>| match result {
+        // `()` (close) resolves to undefined, as `Promise<void>` says.
+        Ok(json) if json == "null" => {
+            // SAFETY: a plain undefined on this callback's env.
+            let raw = unsafe { ToNapiValue::to_napi_value(env.raw(), ())? };
+            Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), raw) })
+        }
         Ok(json) => parse_json(env, &json),
         Err(e) => Err(js_error(env, e)),
     })

@@ -125,16 +125,25 @@ pub struct ConsumeAnswer {
 
 /// An id as the spec allows it: a string, or a number turned into its decimal string.
 pub fn parse_id(what: &str, value: &Value) -> SfuResult<String> {
+    // A JS number is exact up to 2^53 - 1 (Number.MAX_SAFE_INTEGER); past it two ids could be
+    // one number.
+    const MAX_SAFE: u64 = (1 << 53) - 1;
     let id = match value {
         Value::String(s) => s.clone(),
-        Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+        Value::Number(n) if n.as_u64().is_some_and(|v| v <= MAX_SAFE) || n.as_i64().is_some_and(|v| v.unsigned_abs() <= MAX_SAFE) => {
+            n.to_string()
+        }
         Value::Number(n) => {
             // 1.0 is the integer 1 in JS; anything fractional is not an id.
             match n.as_f64() {
-                Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+                Some(f) if f.fract() == 0.0 && f.abs() <= MAX_SAFE as f64 => {
                     format!("{}", f as i64)
                 }
-                _ => return Err(SfuError::InvalidArgument(format!("{what} must be a string or an integer"))),
+                _ => {
+                    return Err(SfuError::InvalidArgument(format!(
+                        "{what} must be a string or an integer of at most 2^53 - 1 in magnitude"
+                    )))
+                }
             }
         }
         _ => return Err(SfuError::InvalidArgument(format!("{what} must be a string or a number"))),
@@ -439,7 +448,9 @@ mod tests {
         assert_eq!(parse_id("roomId", &json!(1)).unwrap(), "1");
         assert_eq!(parse_id("roomId", &json!(-3)).unwrap(), "-3");
         assert_eq!(parse_id("roomId", &json!(2.0)).unwrap(), "2");
-        for bad in [json!(1.5), json!({}), json!([]), json!(true), json!(""), json!(null)] {
+        assert_eq!(parse_id("roomId", &json!(9007199254740991u64)).unwrap(), "9007199254740991");
+        assert_eq!(parse_id("roomId", &json!(9007199254740991.0)).unwrap(), "9007199254740991");
+        for bad in [json!(1.5), json!({}), json!([]), json!(true), json!(""), json!(null), json!(9007199254740992u64), json!(9007199254740992.0), json!(-9007199254740992i64)] {
             assert_eq!(parse_id("roomId", &bad).unwrap_err().code(), "INVALID_ARGUMENT", "{bad}");
         }
         assert_eq!(parse_optional_id("roomId", Some(&json!(null))).unwrap(), None);
