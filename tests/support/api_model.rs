@@ -8,17 +8,18 @@ use mediaserver_rs::sfu::error::{SfuError, SfuResult};
 use serde_json::{Map, Value};
 
 pub fn model_id(value: &Value) -> Option<String> {
+    // An integer a JS number holds exactly: at most 2^53 - 1 in magnitude.
+    const MAX_SAFE: u64 = (1 << 53) - 1;
     let id = match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
-                i.to_string()
+                (i.unsigned_abs() <= MAX_SAFE).then(|| i.to_string())?
             } else if let Some(u) = n.as_u64() {
-                u.to_string()
+                (u <= MAX_SAFE).then(|| u.to_string())?
             } else {
                 let f = n.as_f64()?;
-                // An integer a JS number holds exactly.
-                if f.fract() != 0.0 || f.abs() >= 9_007_199_254_740_992.0 {
+                if f.fract() != 0.0 || f.abs() > MAX_SAFE as f64 {
                     return None;
                 }
                 (f as i64).to_string()
