@@ -119,12 +119,13 @@ enum Command<H> {
     Stop,
 }
 
-/// What a [`MediaLoop::call`] closure gets: the loop's connections, its handler, its socket's
-/// address and the time.
+/// What a [`MediaLoop::call`] closure gets: the loop's connections, its handler, its sockets'
+/// addresses (the first is [`LoopContext::local`]) and the time.
 pub struct LoopContext<'a, H> {
     pub peers: &'a mut Peers,
     pub handler: &'a mut H,
     pub local: SocketAddr,
+    pub locals: &'a [SocketAddr],
     pub now: Instant,
 }
 
@@ -147,20 +148,38 @@ impl<H> LoopContext<'_, H> {
 pub struct MediaLoop<H: LoopHandler> {
     commands: mpsc::Sender<Command<H>>,
     waker: Arc<EventFd>,
-    local: SocketAddr,
+    locals: Vec<SocketAddr>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl<H: LoopHandler> MediaLoop<H> {
     /// Binds `addr` and starts the loop's thread with `handler`.
     pub fn spawn(name: &str, addr: SocketAddr, handler: H) -> io::Result<Self> {
-        let socket = BatchSocket::bind(addr)?;
-        let local = socket.local_addr();
+        Self::spawn_on(name, &[addr], handler)
+    }
+
+    /// Binds every one of `addrs` (a socket each, for several listen addresses) and starts the
+    /// loop's thread with `handler`. A port 0 after the first address takes the first one's.
+    pub fn spawn_on(name: &str, addrs: &[SocketAddr], handler: H) -> io::Result<Self> {
+        let mut sockets: Vec<BatchSocket> = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let mut addr = *addr;
+            if let (0, Some(first)) = (addr.port(), sockets.first()) {
+                addr.set_port(first.local_addr().port());
+            }
+            sockets.push(BatchSocket::bind(addr)?);
+        }
+        if sockets.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a media loop needs an address"));
+        }
+        let locals: Vec<SocketAddr> = sockets.iter().map(BatchSocket::local_addr).collect();
         let waker = Arc::new(EventFd::new()?);
-        let poller = Poller::new(socket.as_raw_fd(), waker.fd)?;
+        let fds: Vec<i32> = sockets.iter().map(BatchSocket::as_raw_fd).collect();
+        let poller = Poller::new(&fds, waker.fd)?;
         let (commands, inbox) = mpsc::channel();
         let state = LoopState {
-            socket,
+            sockets,
+            locals: locals.clone(),
             poller,
             waker: waker.clone(),
             inbox,
@@ -170,11 +189,16 @@ impl<H: LoopHandler> MediaLoop<H> {
             outgoing: Vec::new(),
         };
         let thread = std::thread::Builder::new().name(name.to_owned()).spawn(move || state.run())?;
-        Ok(Self { commands, waker, local, thread: Some(thread) })
+        Ok(Self { commands, waker, locals, thread: Some(thread) })
     }
 
+    /// The first socket's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.locals[0]
+    }
+
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.locals
     }
 
     /// Runs `f` on the loop and returns its result; `None` if the loop has stopped.
@@ -214,15 +238,17 @@ impl<H: LoopHandler> Drop for MediaLoop<H> {
 }
 
 struct LoopState<H: LoopHandler> {
-    socket: BatchSocket,
+    sockets: Vec<BatchSocket>,
+    locals: Vec<SocketAddr>,
     poller: Poller,
     waker: Arc<EventFd>,
     inbox: mpsc::Receiver<Command<H>>,
     peers: Peers,
     handler: H,
     scratch: SendScratch,
-    /// What the connections wrote in this wake-up, sent together at its end.
-    outgoing: Vec<(SocketAddr, BytesMut)>,
+    /// What the connections wrote in this wake-up (from, to, datagram), sent together at its
+    /// end, a batch per socket.
+    outgoing: Vec<(SocketAddr, SocketAddr, BytesMut)>,
 }
 
 impl<H: LoopHandler> LoopState<H> {
@@ -255,8 +281,8 @@ impl<H: LoopHandler> LoopState<H> {
         loop {
             match self.inbox.try_recv() {
                 Ok(Command::Call(call)) => {
-                    let local = self.socket.local_addr();
-                    let mut ctx = LoopContext { peers: &mut self.peers, handler: &mut self.handler, local, now };
+                    let (local, locals) = (self.locals[0], &self.locals[..]);
+                    let mut ctx = LoopContext { peers: &mut self.peers, handler: &mut self.handler, local, locals, now };
                     call(&mut ctx);
                 }
                 Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
@@ -266,26 +292,28 @@ impl<H: LoopHandler> LoopState<H> {
     }
 
     fn receive(&mut self, now: Instant) {
-        let local = self.socket.local_addr();
-        loop {
-            let peers = &mut self.peers;
-            let received = self.socket.recv_batch(|datagram| {
-                let Some(id) = peers.route(datagram.from, datagram.data) else { return };
-                let Some(pc) = peers.get_mut(id) else { return };
-                let _ = pc.handle_read(TaggedBytesMut {
-                    now,
-                    transport: TransportContext {
-                        local_addr: local,
-                        peer_addr: datagram.from,
-                        ecn: None,
-                        transport_protocol: TransportProtocol::UDP,
-                    },
-                    message: BytesMut::from(&datagram.data[..]),
+        for socket in &mut self.sockets {
+            let local = socket.local_addr();
+            loop {
+                let peers = &mut self.peers;
+                let received = socket.recv_batch(|datagram| {
+                    let Some(id) = peers.route(datagram.from, datagram.data) else { return };
+                    let Some(pc) = peers.get_mut(id) else { return };
+                    let _ = pc.handle_read(TaggedBytesMut {
+                        now,
+                        transport: TransportContext {
+                            local_addr: local,
+                            peer_addr: datagram.from,
+                            ecn: None,
+                            transport_protocol: TransportProtocol::UDP,
+                        },
+                        message: BytesMut::from(&datagram.data[..]),
+                    });
                 });
-            });
-            match received {
-                Ok(n) if n == super::udp::RECV_BATCH => continue, // more may be waiting
-                _ => break,
+                match received {
+                    Ok(n) if n == super::udp::RECV_BATCH => continue, // more may be waiting
+                    _ => break,
+                }
             }
         }
     }
@@ -332,7 +360,7 @@ impl<H: LoopHandler> LoopState<H> {
             for &id in &touched {
                 let Some(peer) = self.peers.peers.get_mut(&id) else { continue };
                 while let Some(out) = peer.pc.poll_write() {
-                    self.outgoing.push((out.transport.peer_addr, out.message));
+                    self.outgoing.push((out.transport.local_addr, out.transport.peer_addr, out.message));
                 }
                 peer.next_timeout = peer.pc.poll_timeout();
             }
@@ -343,11 +371,20 @@ impl<H: LoopHandler> LoopState<H> {
         if self.outgoing.is_empty() {
             return;
         }
-        let batch: Vec<Transmit<'_>> = self.outgoing.iter().map(|(to, data)| Transmit { to: *to, data }).collect();
-        if let Err(e) = self.socket.send_batch(&batch, &mut self.scratch) {
-            tracing::debug!(error = %e, "a media loop's send failed");
+        for (index, socket) in self.sockets.iter_mut().enumerate() {
+            let local = self.locals[index];
+            // A datagram goes out of the socket of the address it was written from (the
+            // first socket when that address is not one of ours).
+            let mine = |from: &SocketAddr| *from == local || (index == 0 && !self.locals.contains(from));
+            let batch: Vec<Transmit<'_>> =
+                self.outgoing.iter().filter(|(from, _, _)| mine(from)).map(|(_, to, data)| Transmit { to: *to, data }).collect();
+            if batch.is_empty() {
+                continue;
+            }
+            if let Err(e) = socket.send_batch(&batch, &mut self.scratch) {
+                tracing::debug!(error = %e, "a media loop's send failed");
+            }
         }
-        drop(batch);
         self.outgoing.clear();
     }
 
@@ -399,7 +436,7 @@ struct Poller {
 }
 
 impl Poller {
-    fn new(socket: i32, waker: i32) -> io::Result<Self> {
+    fn new(sockets: &[i32], waker: i32) -> io::Result<Self> {
         // SAFETY: plain epoll calls on fds we own; the epoll fd is owned by the struct.
         unsafe {
             let epoll = libc::epoll_create1(libc::EPOLL_CLOEXEC);
@@ -407,7 +444,7 @@ impl Poller {
                 return Err(io::Error::last_os_error());
             }
             let poller = Self { epoll };
-            for fd in [socket, waker] {
+            for &fd in sockets.iter().chain([&waker]) {
                 let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
                 if libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) < 0 {
                     return Err(io::Error::last_os_error());

@@ -182,8 +182,42 @@ impl BatchSocket {
     }
 }
 
+/// The host's interface addresses (IPv4, and IPv6 other than link-local), up or not.
+pub fn interface_addresses() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we walk read-only and free once.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut at = list;
+        while !at.is_null() {
+            let entry = &*at;
+            if !entry.ifa_addr.is_null() {
+                let storage = &*(entry.ifa_addr as *const libc::sockaddr_storage);
+                if let Some(addr) = socket_addr(storage) {
+                    let ip = addr.ip();
+                    let link_local = matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+                    if !link_local && !out.contains(&ip) {
+                        out.push(ip);
+                    }
+                }
+            }
+            at = entry.ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
+
+/// An error that fails one datagram (its destination, its size, a firewall rule), not the socket:
+/// the rest of the batch still goes.
 fn is_per_destination(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EMSGSIZE))
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EMSGSIZE | libc::EPERM | libc::EACCES | libc::EINVAL | libc::EADDRNOTAVAIL)
+    )
 }
 
 /// How many datagrams from the start of `datagrams` can go as one GSO super-datagram: same

@@ -416,11 +416,8 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
                 (Some(n), None) => n as usize,
                 (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
             };
-            let concrete = options.listen.len() == 1 && !options.listen[0].ip.is_unspecified();
-            if !concrete || options.tcp {
-                return Err(SfuError::InvalidArgument(
-                    "engine 'loops' needs one concrete listenIp, and takes no enableTcp yet".into(),
-                ));
+            if options.tcp {
+                return Err(SfuError::InvalidArgument("engine 'loops' takes no enableTcp yet".into()));
             }
             options.engine = Some(workers);
         }

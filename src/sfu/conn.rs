@@ -45,9 +45,11 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// One loop per `workers`, each with its own UDP socket on `ip`: on the first free ports of
-    /// `range`, or on ports the OS picks.
-    pub fn start(workers: usize, ip: IpAddr, range: Option<(u16, u16)>, totals: Arc<ForwardTotals>) -> SfuResult<Self> {
+    /// One loop per `workers`, each with a UDP socket on every one of `ips` (a wildcard
+    /// address stands for the host's interfaces), on one port: the first free one of `range`,
+    /// or one the OS picks.
+    pub fn start(workers: usize, ips: &[IpAddr], range: Option<(u16, u16)>, totals: Arc<ForwardTotals>) -> SfuResult<Self> {
+        let ips = expand_wildcards(ips);
         let mut loops = Vec::with_capacity(workers);
         let mut ports = range.map(|(min, max)| min..=max);
         for i in 0..workers.max(1) {
@@ -59,12 +61,13 @@ impl Engine {
                     })?,
                     None => 0,
                 };
+                let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
                 let handler = SfuHandler::new(totals.clone());
-                match MediaLoop::spawn(&name, SocketAddr::new(ip, port), handler) {
+                match MediaLoop::spawn_on(&name, &addrs, handler) {
                     Ok(lp) => break lp,
                     Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && ports.is_some() => continue,
                     Err(e) => {
-                        return Err(SfuError::ResourceExhausted(format!("cannot start a media loop on {ip} port {port}: {e}")))
+                        return Err(SfuError::ResourceExhausted(format!("cannot start a media loop on {addrs:?}: {e}")))
                     }
                 }
             };
@@ -84,6 +87,28 @@ impl Engine {
     pub fn ports(&self) -> Vec<u16> {
         self.loops.iter().map(|l| l.local_addr().port()).collect()
     }
+}
+
+/// The addresses to bind for `ips`: a wildcard becomes the host's interface addresses of its
+/// family (loopback only when there is nothing else), since a candidate must name a real one.
+fn expand_wildcards(ips: &[IpAddr]) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for ip in ips {
+        if !ip.is_unspecified() {
+            if !out.contains(ip) {
+                out.push(*ip);
+            }
+            continue;
+        }
+        let found: Vec<IpAddr> = crate::engine::udp::interface_addresses().into_iter().filter(|a| a.is_ipv4() == ip.is_ipv4()).collect();
+        let outward: Vec<IpAddr> = found.iter().copied().filter(|a| !a.is_loopback()).collect();
+        for a in if outward.is_empty() { found } else { outward } {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
 }
 
 /// A room's place on one loop.
@@ -107,6 +132,7 @@ impl Drop for Placement {
 /// A connection on a media loop, as the room holds it.
 pub struct LoopConn {
     lp: Arc<MediaLoop<SfuHandler>>,
+    net: NetworkConfig,
     pub id: PeerId,
     report: Arc<StateReport>,
     rates: RateMeter,
@@ -153,8 +179,6 @@ impl LoopConn {
         let direction = label.direction;
         let report = Arc::new(StateReport::new(label, sink.clone()));
         let observer: Arc<dyn PeerObserver> = Arc::new(ReportState(report.clone()));
-        let local = lp.local_addr();
-        let candidate_ip = net.announced_for(local.ip()).unwrap_or(local.ip());
         let built = lp
             .call(move |ctx| -> SfuResult<()> {
                 let internal = |what: &str, e: &dyn std::fmt::Display| SfuError::internal(what, e);
@@ -176,20 +200,27 @@ impl LoopConn {
                     .with_setting_engine(settings)
                     .build(ctx.now)
                     .map_err(|e| internal("opening a peer connection", &e))?;
-                let candidate = CandidateHostConfig {
-                    base_config: CandidateConfig {
-                        network: "udp".into(),
-                        address: candidate_ip.to_string(),
-                        port: ctx.local.port(),
-                        component: 1,
+                // A host candidate per socket of the loop. The ICE agent knows the bound address
+                // (it checks that requests come in on one of its candidates); an announced one
+                // replaces it in the SDP handed out (`complete_local_description`).
+                for (n, local) in ctx.locals.iter().enumerate() {
+                    let ip = local.ip();
+                    let candidate = CandidateHostConfig {
+                        base_config: CandidateConfig {
+                            network: "udp".into(),
+                            address: ip.to_string(),
+                            port: local.port(),
+                            component: 1,
+                            foundation: format!("{}", n + 1),
+                            ..Default::default()
+                        },
                         ..Default::default()
-                    },
-                    ..Default::default()
+                    }
+                    .new_candidate_host()
+                    .map_err(|e| internal("making a host candidate", &e))?;
+                    let candidate = RTCIceCandidate::from(&candidate).to_json().map_err(|e| internal("a host candidate", &e))?;
+                    pc.add_local_candidate(candidate).map_err(|e| internal("adding a host candidate", &e))?;
                 }
-                .new_candidate_host()
-                .map_err(|e| internal("making the host candidate", &e))?;
-                let candidate = RTCIceCandidate::from(&candidate).to_json().map_err(|e| internal("the host candidate", &e))?;
-                pc.add_local_candidate(candidate).map_err(|e| internal("adding the host candidate", &e))?;
                 ctx.add_peer(id, pc, ufrag);
                 match role {
                     LoopRole::Upstream => ctx.handler.add_upstream(id, observer),
@@ -203,6 +234,7 @@ impl LoopConn {
         live.add();
         Ok(LoopConn {
             lp,
+            net: net.clone(),
             id,
             report,
             rates: RateMeter::new(Instant::now()),
@@ -335,7 +367,9 @@ impl Conn {
             // Candidates are the loop's own, added when the connection was made.
             Conn::Loop(conn) => {
                 let desc = conn.with(|pc, _| pc.local_description()).await?;
-                from_loop(&desc.ok_or_else(|| SfuError::Internal("no local description".into()))?)
+                let mut desc = from_loop(&desc.ok_or_else(|| SfuError::Internal("no local description".into()))?)?;
+                desc.sdp = conn.net.rewrite_candidates(&desc.sdp);
+                Ok(desc)
             }
         }
     }
