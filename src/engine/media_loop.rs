@@ -253,15 +253,31 @@ struct LoopState<H: LoopHandler> {
 
 impl<H: LoopHandler> LoopState<H> {
     fn run(mut self) {
+        let mut panics = PanicThrottle::default();
         loop {
-            let now = Instant::now();
-            if !self.take_commands(now) {
-                break;
+            // A panic in a connection or in the handler (hostile input reaching a bug) must not
+            // end the loop and every room on it: the pass is abandoned, what it had queued is
+            // dropped, and the loop goes on.
+            let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let now = Instant::now();
+                if !self.take_commands(now) {
+                    return false;
+                }
+                self.receive(now);
+                self.fire_timers(now);
+                self.drain_touched(now);
+                self.send();
+                true
+            }));
+            match pass {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(panic) => {
+                    panics.report(&panic);
+                    self.outgoing.clear();
+                    self.peers.touched.clear();
+                }
             }
-            self.receive(now);
-            self.fire_timers(now);
-            self.drain_touched(now);
-            self.send();
             let wait = self.next_wait(Instant::now());
             self.poller.wait(wait);
             self.waker.reset();
@@ -391,6 +407,31 @@ impl<H: LoopHandler> LoopState<H> {
     fn next_wait(&self, now: Instant) -> Duration {
         let next = self.peers.peers.values().filter_map(|p| p.next_timeout).chain(self.handler.poll_timeout()).min();
         next.map_or(IDLE_WAIT, |t| t.saturating_duration_since(now).min(IDLE_WAIT))
+    }
+}
+
+/// Logs a caught panic at most once per 10 s, counting the ones kept quiet.
+#[derive(Default)]
+struct PanicThrottle {
+    last: Option<Instant>,
+    quiet: u64,
+}
+
+impl PanicThrottle {
+    fn report(&mut self, panic: &Box<dyn std::any::Any + Send>) {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(10)) {
+            self.quiet += 1;
+            return;
+        }
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::error!(panic = %what, quieted = self.quiet, "a media loop caught a panic and goes on");
+        self.last = Some(now);
+        self.quiet = 0;
     }
 }
 
@@ -614,6 +655,22 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[derive(Default)]
+    struct Nothing;
+    impl LoopHandler for Nothing {
+        fn on_message(&mut self, _: &mut Peers, _: PeerId, _: RTCMessage, _: Instant) {}
+        fn on_event(&mut self, _: &mut Peers, _: PeerId, _: RTCPeerConnectionEvent, _: Instant) {}
+    }
+
+    #[tokio::test]
+    async fn a_panic_on_the_loop_leaves_it_running() {
+        let lp = MediaLoop::spawn("test-panic-loop", "127.0.0.1:0".parse().unwrap(), Nothing).unwrap();
+        let r = lp.call(|_| -> u8 { panic!("boom on the loop") }).await;
+        assert!(r.is_err(), "the panicking call has no reply");
+        assert_eq!(lp.call(|_| 42).await.unwrap(), 42, "the loop still answers");
+        lp.stop();
     }
 
     const PRODUCER: PeerId = 1;
