@@ -61,11 +61,11 @@ test('two rooms on two loops: each on its own port, both decode at once', { time
   assert.equal(stats.portsInUse, 0, 'connections on the loops lease no port of their own')
 })
 
-test('MEDIASERVER_ENGINE reaches the server the test files above make (the loops refuse enableTcp, the tasks take it)', () => {
-  const script = "const { MediaServer } = require(process.argv[1]); try { new MediaServer({ listenIp: '127.0.0.1', enableTcp: true }).close().then(() => console.log('accepted')) } catch (e) { console.log(e.code) }"
+test('MEDIASERVER_ENGINE reaches the server the test files above make (the loops take workers, the tasks refuse it)', () => {
+  const script = "const { MediaServer } = require(process.argv[1]); try { new MediaServer({ listenIp: '127.0.0.1', workers: 1 }).close().then(() => console.log('accepted')) } catch (e) { console.log(e.code) }"
   const run = (engine) => spawnSync(process.execPath, ['-e', script, here('../index.js')], {
     env: { ...process.env, MEDIASERVER_ENGINE: engine }, encoding: 'utf8', timeout: 30000
   }).stdout.trim()
-  assert.equal(run('loops'), 'INVALID_ARGUMENT')
-  assert.equal(run('tasks'), 'accepted')
+  assert.equal(run('loops'), 'accepted')
+  assert.equal(run('tasks'), 'INVALID_ARGUMENT')
 })

@@ -21,6 +21,7 @@ use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::sansio::Protocol;
+use rtc::shared::tcp_framing::{frame_packet, TcpFrameDecoder};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::udp::{BatchSocket, SendScratch, Transmit};
@@ -161,6 +162,12 @@ impl<H: LoopHandler> MediaLoop<H> {
     /// Binds every one of `addrs` (a socket each, for several listen addresses) and starts the
     /// loop's thread with `handler`. A port 0 after the first address takes the first one's.
     pub fn spawn_on(name: &str, addrs: &[SocketAddr], handler: H) -> io::Result<Self> {
+        Self::spawn_with(name, addrs, false, handler)
+    }
+
+    /// As [`MediaLoop::spawn_on`], and with `tcp` a listener on each address's port too, for
+    /// ICE-TCP (passive; RFC 6544, framed as RFC 4571 says).
+    pub fn spawn_with(name: &str, addrs: &[SocketAddr], tcp: bool, handler: H) -> io::Result<Self> {
         let mut sockets: Vec<BatchSocket> = Vec::with_capacity(addrs.len());
         for addr in addrs {
             let mut addr = *addr;
@@ -173,12 +180,26 @@ impl<H: LoopHandler> MediaLoop<H> {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a media loop needs an address"));
         }
         let locals: Vec<SocketAddr> = sockets.iter().map(BatchSocket::local_addr).collect();
+        let mut listeners = Vec::new();
+        if tcp {
+            for local in &locals {
+                let listener = std::net::TcpListener::bind(local)?;
+                listener.set_nonblocking(true)?;
+                listeners.push(listener);
+            }
+        }
         let waker = Arc::new(EventFd::new()?);
-        let fds: Vec<i32> = sockets.iter().map(BatchSocket::as_raw_fd).collect();
+        let fds: Vec<i32> = sockets
+            .iter()
+            .map(BatchSocket::as_raw_fd)
+            .chain(listeners.iter().map(std::os::fd::AsRawFd::as_raw_fd))
+            .collect();
         let poller = Poller::new(&fds, waker.fd)?;
         let (commands, inbox) = mpsc::channel();
         let state = LoopState {
             sockets,
+            listeners,
+            streams: HashMap::new(),
             locals: locals.clone(),
             poller,
             waker: waker.clone(),
@@ -239,6 +260,9 @@ impl<H: LoopHandler> Drop for MediaLoop<H> {
 
 struct LoopState<H: LoopHandler> {
     sockets: Vec<BatchSocket>,
+    listeners: Vec<std::net::TcpListener>,
+    /// ICE-TCP connections, by (local, remote) address.
+    streams: HashMap<(SocketAddr, SocketAddr), TcpConn>,
     locals: Vec<SocketAddr>,
     poller: Poller,
     waker: Arc<EventFd>,
@@ -249,6 +273,36 @@ struct LoopState<H: LoopHandler> {
     /// What the connections wrote in this wake-up (from, to, datagram), sent together at its
     /// end, a batch per socket.
     outgoing: Vec<(SocketAddr, SocketAddr, BytesMut)>,
+}
+
+/// An ICE-TCP connection: its stream, the frames read so far, what waits to be written.
+struct TcpConn {
+    stream: std::net::TcpStream,
+    decoder: TcpFrameDecoder,
+    pending: Vec<u8>,
+}
+
+/// A TCP connection that lets this much wait unwritten is dropped (a client that stopped
+/// reading); media over TCP is a fallback, not a queue.
+const TCP_MAX_PENDING: usize = 1 << 20;
+
+impl TcpConn {
+    /// Writes what it can of `pending`; false when the connection is gone.
+    fn flush(&mut self) -> bool {
+        use std::io::Write;
+        while !self.pending.is_empty() {
+            match self.stream.write(&self.pending) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            }
+        }
+        self.pending.len() <= TCP_MAX_PENDING
+    }
 }
 
 impl<H: LoopHandler> LoopState<H> {
@@ -332,6 +386,56 @@ impl<H: LoopHandler> LoopState<H> {
                 }
             }
         }
+        self.receive_tcp(now);
+    }
+
+    fn receive_tcp(&mut self, now: Instant) {
+        use std::io::Read;
+        for listener in &self.listeners {
+            while let Ok((stream, peer)) = listener.accept() {
+                let Ok(local) = stream.local_addr() else { continue };
+                if stream.set_nonblocking(true).is_err() || stream.set_nodelay(true).is_err() {
+                    continue;
+                }
+                self.poller.add(std::os::fd::AsRawFd::as_raw_fd(&stream));
+                self.streams.insert((local, peer), TcpConn { stream, decoder: TcpFrameDecoder::new(), pending: Vec::new() });
+            }
+        }
+        let mut gone = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        for (&(local, peer), conn) in self.streams.iter_mut() {
+            loop {
+                match conn.stream.read(&mut buf) {
+                    Ok(0) => {
+                        gone.push((local, peer));
+                        break;
+                    }
+                    Ok(n) => conn.decoder.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        gone.push((local, peer));
+                        break;
+                    }
+                }
+            }
+            while let Some(packet) = conn.decoder.next_packet() {
+                let Some(id) = self.peers.route(peer, &packet) else { continue };
+                let Some(pc) = self.peers.get_mut(id) else { continue };
+                let _ = pc.handle_read(TaggedBytesMut {
+                    now,
+                    transport: TransportContext { local_addr: local, peer_addr: peer, ecn: None, transport_protocol: TransportProtocol::TCP },
+                    message: BytesMut::from(&packet[..]),
+                });
+            }
+            // A peer that sends garbage without frames must not grow the buffer without end.
+            if conn.decoder.buffered_len() > TCP_MAX_PENDING {
+                gone.push((local, peer));
+            }
+        }
+        for key in gone {
+            self.streams.remove(&key);
+        }
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -376,7 +480,14 @@ impl<H: LoopHandler> LoopState<H> {
             for &id in &touched {
                 let Some(peer) = self.peers.peers.get_mut(&id) else { continue };
                 while let Some(out) = peer.pc.poll_write() {
-                    self.outgoing.push((out.transport.local_addr, out.transport.peer_addr, out.message));
+                    let (local, remote) = (out.transport.local_addr, out.transport.peer_addr);
+                    if out.transport.transport_protocol == TransportProtocol::TCP {
+                        if let Some(conn) = self.streams.get_mut(&(local, remote)) {
+                            conn.pending.extend_from_slice(&frame_packet(&out.message));
+                        }
+                        continue;
+                    }
+                    self.outgoing.push((local, remote, out.message));
                 }
                 peer.next_timeout = peer.pc.poll_timeout();
             }
@@ -384,6 +495,9 @@ impl<H: LoopHandler> LoopState<H> {
     }
 
     fn send(&mut self) {
+        if !self.streams.is_empty() {
+            self.streams.retain(|_, conn| conn.flush());
+        }
         if self.outgoing.is_empty() {
             return;
         }
@@ -493,6 +607,13 @@ impl Poller {
             }
             Ok(poller)
         }
+    }
+
+    /// Watches one more fd (an accepted TCP connection; it leaves the set when it is closed).
+    fn add(&self, fd: i32) {
+        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
+        // SAFETY: adds an fd we own to our epoll fd.
+        unsafe { libc::epoll_ctl(self.epoll, libc::EPOLL_CTL_ADD, fd, &mut event) };
     }
 
     fn wait(&self, timeout: Duration) {

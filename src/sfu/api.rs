@@ -416,9 +416,6 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
                 (Some(n), None) => n as usize,
                 (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
             };
-            if options.tcp {
-                return Err(SfuError::InvalidArgument("engine 'loops' takes no enableTcp yet".into()));
-            }
             options.engine = Some(workers);
         }
         Some(_) => return Err(SfuError::InvalidArgument("engine must be 'tasks' or 'loops'".into())),

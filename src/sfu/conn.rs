@@ -48,7 +48,13 @@ impl Engine {
     /// One loop per `workers`, each with a UDP socket on every one of `ips` (a wildcard
     /// address stands for the host's interfaces), on one port: the first free one of `range`,
     /// or one the OS picks.
-    pub fn start(workers: usize, ips: &[IpAddr], range: Option<(u16, u16)>, totals: Arc<ForwardTotals>) -> SfuResult<Self> {
+    pub fn start(
+        workers: usize,
+        ips: &[IpAddr],
+        range: Option<(u16, u16)>,
+        tcp: bool,
+        totals: Arc<ForwardTotals>,
+    ) -> SfuResult<Self> {
         let ips = expand_wildcards(ips);
         let mut loops = Vec::with_capacity(workers);
         let mut ports = range.map(|(min, max)| min..=max);
@@ -63,7 +69,7 @@ impl Engine {
                 };
                 let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
                 let handler = SfuHandler::new(totals.clone());
-                match MediaLoop::spawn_on(&name, &addrs, handler) {
+                match MediaLoop::spawn_with(&name, &addrs, tcp, handler) {
                     Ok(lp) => break lp,
                     Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && ports.is_some() => continue,
                     Err(e) => {
@@ -179,6 +185,7 @@ impl LoopConn {
         let direction = label.direction;
         let report = Arc::new(StateReport::new(label, sink.clone()));
         let observer: Arc<dyn PeerObserver> = Arc::new(ReportState(report.clone()));
+        let tcp = net.tcp;
         let built = lp
             .call(move |ctx| -> SfuResult<()> {
                 let internal = |what: &str, e: &dyn std::fmt::Display| SfuError::internal(what, e);
@@ -220,6 +227,24 @@ impl LoopConn {
                     .map_err(|e| internal("making a host candidate", &e))?;
                     let candidate = RTCIceCandidate::from(&candidate).to_json().map_err(|e| internal("a host candidate", &e))?;
                     pc.add_local_candidate(candidate).map_err(|e| internal("adding a host candidate", &e))?;
+                    if tcp {
+                        let candidate = CandidateHostConfig {
+                            base_config: CandidateConfig {
+                                network: "tcp".into(),
+                                address: local.ip().to_string(),
+                                port: local.port(),
+                                component: 1,
+                                foundation: format!("{}", 100 + n),
+                                ..Default::default()
+                            },
+                            tcp_type: rtc::ice::tcp_type::TcpType::Passive,
+                        }
+                        .new_candidate_host()
+                        .map_err(|e| internal("making a TCP candidate", &e))?;
+                        let candidate =
+                            RTCIceCandidate::from(&candidate).to_json().map_err(|e| internal("a TCP candidate", &e))?;
+                        pc.add_local_candidate(candidate).map_err(|e| internal("adding a TCP candidate", &e))?;
+                    }
                 }
                 ctx.add_peer(id, pc, ufrag);
                 match role {

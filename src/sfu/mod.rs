@@ -175,7 +175,7 @@ impl MediaServerCore {
                     Some(port) => Some((port, port)),
                     None => options.port_range,
                 };
-                let engine = conn::Engine::start(workers, &ips, range, forwarded.clone())?;
+                let engine = conn::Engine::start(workers, &ips, range, options.tcp, forwarded.clone())?;
                 (None, Some(Arc::new(engine)))
             }
             None => (options.udp_port.map(|port| UdpMux::bind(&ips, port)).transpose()?, None),
