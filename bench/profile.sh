@@ -5,16 +5,20 @@
 # counters), and prints the inclusive share of each stage of the per-packet path, turned into
 # µs per forwarded packet with the CPU figure the generator measured over the same run.
 # Usage: bash bench/profile.sh [M (default 50)] [seconds sampled (default 6)]
+# ENGINE=loops [WORKERS=1] bash bench/profile.sh ...: our 'loops' engine (default: 'tasks').
 set -euo pipefail
 M=${1:-50}
 SECS=${2:-6}
+ENGINE=${ENGINE:-tasks}
+ENGINE_ARGS=(--engine "$ENGINE")
+[ "$ENGINE" = loops ] && ENGINE_ARGS+=(--workers "${WORKERS:-1}")
 HERE=$(cd "$(dirname "$0")" && pwd)
-OUT="$HERE/results/profile-$(date -u +%Y-%m-%dT%H-%M-%S)"
+OUT="$HERE/results/profile-$ENGINE-$(date -u +%Y-%m-%dT%H-%M-%S)"
 mkdir -p "$HERE/results"
 (cd "$HERE/loadgen" && cargo build --release --quiet)
 command -v perf >/dev/null || { echo "perf is missing: apt-get install -y linux-perf"; exit 1; }
 
-node "$HERE/servers/ours.mjs" --port 50000 > "$OUT.server.log" 2>&1 &
+node "$HERE/servers/ours.mjs" --port 50000 "${ENGINE_ARGS[@]}" > "$OUT.server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q ready "$OUT.server.log" 2>/dev/null && break; sleep 0.2; done
@@ -30,9 +34,10 @@ trap - EXIT
 perf report -i "$OUT.perf" --children --sort sym -g none 2>/dev/null | grep '%' > "$OUT.children.txt"
 perf report -i "$OUT.perf" --no-children --sort sym -g none 2>/dev/null | grep '%' > "$OUT.self.txt"
 perf report -i "$OUT.perf" --no-children --sort dso -g none 2>/dev/null | grep '%' > "$OUT.dso.txt"
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" "$ENGINE" <<'PY'
 import json, re, sys
 out = sys.argv[1]
+engine = sys.argv[2]
 run = json.load(open(out + ".loadgen.json"))
 us = run["server_cpu_us_per_packet"]
 children = open(out + ".children.txt").read().splitlines()
@@ -56,7 +61,22 @@ stages = [
     ("tokio worker parking (epoll_wait, futex, context switches)", r"multi_thread::worker::Context::park_internal"),
     ("memcpy/memmove (self time, all callers)", r"^__memmove_avx_unaligned_erms"),
 ]
-lines = [f"mediaserver-rs, fanout M={run['n']}: {run['forwarded_pps']:.0f} forwarded pkt/s, server CPU {us:.2f} µs/pkt "
+if engine == "loops":
+    stages = [
+        ("media loop: outputs of touched connections (drain_touched: poll_write, SRTP)", r"media_loop::LoopState<H>::drain_touched$"),
+        ("  rtc sans-IO write chain: RTCPeerConnection::flush_writes", r"RTCPeerConnection>::flush_writes"),
+        ("    interceptor chain (InterceptorHandler::handle_write)", r"InterceptorHandler as sansio::Protocol.*>::handle_write"),
+        ("    SRTP encrypt (SrtpHandler::handle_write)", r"SrtpHandler as sansio::Protocol.*>::handle_write"),
+        ("media loop: datagrams out (LoopState::send)", r"media_loop::LoopState<H>::send$"),
+        ("  kernel UDP send (sendmmsg syscall, loopback delivery included)", r"^__GI___sendmmsg"),
+        ("our forwarding: SfuHandler::on_message (rewrite + write to each consumer)", r"SfuHandler as .*LoopHandler>::on_message"),
+        ("  RTCRtpSender::write_rtp (into the connection's write queue)", r"RTCRtpSender::write_rtp"),
+        ("kernel UDP receive (recvmmsg)", r"^__recvmmsg"),
+        ("log records through tracing (LogTracer::log)", r"LogTracer as log::Log>::log"),
+        ("media loop: waiting (epoll_wait)", r"^epoll_wait"),
+        ("memcpy/memmove (self time, all callers)", r"^__memmove_avx"),
+    ]
+lines = [f"mediaserver-rs ({engine}), fanout M={run['n']}: {run['forwarded_pps']:.0f} forwarded pkt/s, server CPU {us:.2f} µs/pkt "
          f"({run['server_cpu_user_us_per_packet']:.2f} user + {run['server_cpu_sys_us_per_packet']:.2f} sys), loss {run['loss']*100:.3f}%",
          "", f"{'stage (inclusive)':<82} {'share':>7} {'µs/pkt':>7}"]
 for name, pat in stages:

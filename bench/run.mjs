@@ -7,7 +7,11 @@
 // p99 >= 50 ms). Prints the tables, writes bench/results/<timestamp>.json and a PNG plot.
 //
 // Options: --quick, --duration S, --warmup S, --room 2,4,8 --fanout 10,50 (sizes),
-// --servers ours,mediasoup-1w,mediasoup-2w, --direct 50,200 (generator-only calibration sizes),
+// --servers ours,ours-loops-1w,ours-loops-2w,mediasoup-1w,mediasoup-2w (ours = our 'tasks' engine,
+// ours-loops-Nw = our 'loops' engine with N media loops), --direct 50,200 (generator-only calibration sizes),
+// --sockets client|thread (the generator's sockets: one per client connection, the default, or one
+// per generator thread as before 2026-12-02), --socket-check fanout:100 (that point measured again
+// with --sockets thread, for the servers where that works: ours and mediasoup),
 // --threads T (generator threads), --no-wait (do not wait for a quiet machine), --no-plot,
 // --max-failures K (steps past the first miss, default 0).
 import { spawn, execFileSync, spawnSync } from 'node:child_process'
@@ -44,7 +48,11 @@ const cfg = {
   // Generator check: one mid-load point measured again with other generator thread counts;
   // the same server figures mean the generator was not what limited them.
   genCheck: opt('gen-check', quick ? '' : 'fanout:100:1,3'),
-  servers: String(opt('servers', 'ours,mediasoup-1w,mediasoup-2w')).split(','),
+  servers: String(opt('servers', 'ours,ours-loops-1w,ours-loops-2w,mediasoup-1w,mediasoup-2w')).split(','),
+  sockets: String(opt('sockets', 'client')),
+  // The same point with the old generator sockets (one per generator thread): the tasks engine
+  // and mediasoup give one port per connection, so both socket modes work against them.
+  socketCheck: opt('socket-check', quick ? '' : 'fanout:100'),
   threads: Number(opt('threads', 2)),
   videoKbps: Number(opt('video-kbps', 1000)),
   maxFailures: Number(opt('max-failures', 0)),
@@ -53,7 +61,10 @@ const cfg = {
 }
 
 const SERVERS = {
-  ours: { label: 'mediaserver-rs', script: 'servers/ours.mjs', args: [] },
+  ours: { label: 'mediaserver-rs (tasks)', script: 'servers/ours.mjs', args: ['--engine', 'tasks'] },
+  // One room runs on one loop: with one room, the second loop of 'loops-2w' idles.
+  'ours-loops-1w': { label: 'mediaserver-rs (loops, 1 worker)', script: 'servers/ours.mjs', args: ['--engine', 'loops', '--workers', '1'] },
+  'ours-loops-2w': { label: 'mediaserver-rs (loops, 2 workers)', script: 'servers/ours.mjs', args: ['--engine', 'loops', '--workers', '2'] },
   'mediasoup-1w': { label: 'mediasoup 3.12.16, 1 worker', script: 'servers/mediasoup.mjs', args: ['--workers', '1'] },
   'mediasoup-2w': { label: 'mediasoup 3.12.16, 2 workers', script: 'servers/mediasoup.mjs', args: ['--workers', String(os.cpus().length)] },
 }
@@ -172,23 +183,23 @@ function passes (r) {
   return !r.error && r.setup_ok && r.flowing === r.downstream_connections && r.loss < LOSS_MAX && r.latency.p99_ms < P99_MAX_MS
 }
 
-async function measure (key, scenario, n, threads = cfg.threads) {
+async function measure (key, scenario, n, threads = cfg.threads, sockets = cfg.sockets) {
   const srv = await startServer(key)
   await sleep(300)
   const pids = Object.entries(srv.info.pids).map(([k, v]) => `${k}=${v}`).join(',')
   const setupTimeout = 20 + n * (scenario === 'room' ? 1 : 0.15)
   const args = ['--server', `http://127.0.0.1:${HTTP_PORT}`, '--scenario', scenario, '--n', String(n),
     '--warmup', String(cfg.warmup), '--duration', String(cfg.duration), '--threads', String(threads),
-    '--port-base', String(GEN_PORT), '--video-kbps', String(cfg.videoKbps), '--setup-timeout', String(setupTimeout), '--server-pids', pids]
+    '--port-base', String(GEN_PORT), '--video-kbps', String(cfg.videoKbps), '--setup-timeout', String(setupTimeout), '--server-pids', pids, '--sockets', sockets]
   const r = await runLoadgen(args, setupTimeout * 3 + cfg.warmup + cfg.duration + 60)
   await stopServer(srv)
   const err = srv.stderr().split('\n').filter((l) => l && !l.includes(' WARN ')).slice(-5)
-  return { server: key, label: SERVERS[key].label, scenario, n, generator_threads: threads, ...r, server_stderr_tail: err, pass: passes(r) }
+  return { server: key, label: SERVERS[key].label, scenario, n, generator_threads: threads, generator_sockets: sockets, ...r, server_stderr_tail: err, pass: passes(r) }
 }
 
 async function calibrate (n) {
   const args = ['--scenario', 'direct', '--n', String(n), '--warmup', String(cfg.warmup), '--duration', String(cfg.duration),
-    '--threads', String(cfg.threads), '--port-base', String(GEN_PORT), '--video-kbps', String(cfg.videoKbps)]
+    '--threads', String(cfg.threads), '--port-base', String(GEN_PORT), '--video-kbps', String(cfg.videoKbps), '--sockets', cfg.sockets]
   const r = await runLoadgen(args, 120 + cfg.duration)
   return { server: 'none (direct)', scenario: 'direct', n, ...r, pass: passes(r) }
 }
@@ -216,9 +227,9 @@ function table (head, rows) {
   return [line(head), '|' + w.map((x) => '-'.repeat(x + 2)).join('|') + '|', ...rows.map(line)].join('\n')
 }
 
-function ratioRows (results, scenario, other) {
+function ratioRows (results, scenario, other, mine = 'ours') {
   const rows = []
-  for (const a of results.filter((r) => r.server === 'ours' && r.scenario === scenario && !r.error)) {
+  for (const a of results.filter((r) => r.server === mine && r.scenario === scenario && !r.error)) {
     const b = results.find((r) => r.server === other && r.scenario === scenario && r.n === a.n && !r.error)
     if (!b) continue
     const q = (x, y) => (y ? f(x / y, 2) : '-')
@@ -326,9 +337,23 @@ async function main () {
       }
     }
   }
+  // Socket check: the same point with the generator's old sockets (one per thread), against the
+  // servers that give every connection its own port; the same figures = the change of sockets
+  // did not change what is measured.
+  const socketCheck = []
+  if (cfg.socketCheck) {
+    const [scenario, n] = cfg.socketCheck.split(':')
+    for (const key of cfg.servers.filter((k) => k === 'ours' || k.startsWith('mediasoup'))) {
+      const base = results.find((r) => r.server === key && r.scenario === scenario && r.n === Number(n))
+      if (base) socketCheck.push(base)
+      const other = cfg.sockets === 'client' ? 'thread' : 'client'
+      log(`== socket check: ${scenario} ${n}, ${SERVERS[key].label}, generator sockets '${other}'`)
+      try { socketCheck.push(await measure(key, scenario, Number(n), cfg.threads, other)) } catch (e) { log(`   ERROR ${e.message}`) }
+    }
+  }
   const finished = new Date()
   const summary = ceilings(results)
-  const out = { ...meta, finished: finished.toISOString(), load_at_end: loadavg(), calibration, generator_check: genCheck, results, first_attempts_that_missed: retried, summary }
+  const out = { ...meta, finished: finished.toISOString(), load_at_end: loadavg(), calibration, generator_check: genCheck, socket_check: socketCheck, results, first_attempts_that_missed: retried, summary }
   mkdirSync(join(BENCH, 'results'), { recursive: true })
   const stamp = started.toISOString().replace(/[:.]/g, '-').slice(0, 19)
   const file = join(BENCH, 'results', `${stamp}${quick ? '-quick' : ''}.json`)
@@ -338,6 +363,7 @@ async function main () {
   const md = []
   md.push(`Machine: ${meta.machine.cpu} (${meta.machine.cpus} CPUs, ${meta.machine.hypervisor ? meta.machine.hypervisor + ' guest' : 'bare metal'}), ${meta.machine.mem_gib} GiB, ${meta.machine.os}, kernel ${meta.machine.kernel}, Node ${meta.machine.node}`)
   if (meta.addon) md.push(`Our addon: ${meta.addon.file} built ${meta.addon.built}, ${meta.addon.bytes} bytes, md5 ${meta.addon.md5}`)
+  md.push(`Generator sockets: ${cfg.sockets === 'client' ? 'one per client connection' : 'one per generator thread'}, ${cfg.threads} generator threads.`)
   md.push(`Load average (1/5/15 min) at start ${quiet.load.join(' / ')}${quiet.quiet === false ? ' (the machine did not become quiet within 20 minutes)' : ''}, at end ${out.load_at_end.join(' / ')}. Each point: ${cfg.warmup} s warm-up, ${cfg.duration} s measured. Media per publisher: Opus-sized audio 50 pkt/s + VP8-sized video ${cfg.videoKbps} kbit/s at 30 fps.`)
   md.push('')
   md.push('Generator alone (direct publisher→subscriber pairs, no server):')
@@ -349,6 +375,13 @@ async function main () {
       ? [r.label, `${r.scenario} ${r.n}`, r.generator_threads, r.error]
       : [r.label, `${r.scenario} ${r.n}`, r.generator_threads, f(r.forwarded_pps, 0), f(r.server_cpu_us_per_packet, 2), f(r.latency.p50_ms, 3), f(r.latency.p99_ms, 2), pct(r.loss), f(r.generator.cpu_share * 100, 0) + '%', r.udp_counters_window?.RcvbufErrors])))
   }
+  if (socketCheck.length) {
+    md.push('')
+    md.push(`Socket check (one point measured with the generator's sockets per client connection and per generator thread; same server figures = the socket change did not change them):`)
+    md.push(table(['server', 'point', 'gen sockets', 'fwd pkt/s', 'CPU µs/pkt', 'user + sys', 'p50 ms', 'p99 ms', 'loss', 'gen CPU', 'other CPU', 'UDP rcvbuf drops'], socketCheck.map((r) => r.error
+      ? [r.label, `${r.scenario} ${r.n}`, r.generator_sockets, r.error]
+      : [r.label, `${r.scenario} ${r.n}`, r.generator_sockets, f(r.forwarded_pps, 0), f(r.server_cpu_us_per_packet, 2), `${f(r.server_cpu_user_us_per_packet, 1)} + ${f(r.server_cpu_sys_us_per_packet, 1)}`, f(r.latency.p50_ms, 3), f(r.latency.p99_ms, 2), pct(r.loss), f(r.generator.cpu_share * 100, 0) + '%', r.machine_cpu_window ? f(r.machine_cpu_window.busy_cores - r.server_cpu_share - r.generator.cpu_share, 2) : '-', r.udp_counters_window?.RcvbufErrors])))
+  }
   for (const scenario of ['room', 'fanout']) {
     for (const key of cfg.servers) {
       const rs = results.filter((r) => r.server === key && r.scenario === scenario)
@@ -357,11 +390,17 @@ async function main () {
       md.push(`${scenario === 'room' ? 'Room of N users (all publish, all subscribe)' : 'One publisher, M subscribers'} — ${SERVERS[key].label}`)
       md.push(table(HEAD, rs.map(row)))
     }
-    for (const other of cfg.servers.filter((s) => s !== 'ours')) {
-      const rows = ratioRows(results, scenario, other)
+    // Each of our engines against each mediasoup configuration, and the loops against the tasks.
+    const pairs = []
+    for (const mine of cfg.servers.filter((s) => s.startsWith('ours'))) {
+      for (const other of cfg.servers.filter((s) => s.startsWith('mediasoup'))) pairs.push([mine, other])
+      if (mine !== 'ours' && cfg.servers.includes('ours')) pairs.push([mine, 'ours'])
+    }
+    for (const [mine, other] of pairs) {
+      const rows = ratioRows(results, scenario, other, mine)
       if (!rows.length) continue
       md.push('')
-      md.push(`${scenario} — ratio ours / ${SERVERS[other].label} (below 1: ours is lower)`)
+      md.push(`${scenario} — ratio ${SERVERS[mine].label} / ${SERVERS[other].label} (below 1: the first is lower)`)
       md.push(table(RATIO_HEAD, rows))
     }
   }

@@ -57,6 +57,12 @@ struct Args {
     /// switch a profiler's instrumentation on and off around the measured packets).
     hook_start: Option<String>,
     hook_end: Option<String>,
+    /// `client` (default): every client connection has a UDP socket of its own, bound from
+    /// `client_port_base` up, so each is its own 5-tuple even against a server whose
+    /// connections share one port. `thread`: the clients of a generator thread share that
+    /// thread's socket (the server's per-connection port tells them apart), as before.
+    sockets: String,
+    client_port_base: u16,
 }
 
 fn run_hook(cmd: &Option<String>) {
@@ -85,6 +91,8 @@ fn parse_args() -> Args {
         room: "bench".into(),
         hook_start: None,
         hook_end: None,
+        sockets: "client".into(),
+        client_port_base: 20000,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -109,6 +117,8 @@ fn parse_args() -> Args {
             "--room" => a.room = v(),
             "--hook-start" => a.hook_start = Some(v()),
             "--hook-end" => a.hook_end = Some(v()),
+            "--sockets" => a.sockets = v(),
+            "--client-port-base" => a.client_port_base = v().parse().expect("--client-port-base"),
             // name=pid,name=pid: processes whose CPU and RSS count as the server's
             "--server-pids" => {
                 a.server_pids = v()
@@ -125,6 +135,7 @@ fn parse_args() -> Args {
         i += 1;
     }
     assert!(a.threads >= 1);
+    assert!(a.sockets == "client" || a.sockets == "thread", "--sockets client|thread");
     a
 }
 
@@ -244,6 +255,8 @@ struct WorkerHandle {
 
 struct Worker {
     sockets: Vec<UdpSocket>,
+    /// Each socket's local address (read once, not per datagram).
+    locals: Vec<SocketAddr>,
     peers: Vec<PeerState>,
     by_addr: HashMap<(usize, SocketAddr), usize>,
     shared: Arc<Shared>,
@@ -264,8 +277,10 @@ fn worker_main(sockets: Vec<UdpSocket>, rx: mpsc::Receiver<Cmd>, shared: Arc<Sha
         net::configure(s).expect("socket options");
         epoll.add(s, i as u64);
     }
+    let locals = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
     let mut w = Worker {
         sockets,
+        locals,
         peers: Vec::new(),
         by_addr: HashMap::new(),
         shared,
@@ -286,6 +301,7 @@ fn worker_main(sockets: Vec<UdpSocket>, rx: mpsc::Receiver<Cmd>, shared: Arc<Sha
                 Ok(Cmd::AddWithSocket(mut p, s)) => {
                     net::configure(&s).expect("socket options");
                     epoll.add(&s, w.sockets.len() as u64);
+                    w.locals.push(s.local_addr().unwrap());
                     w.sockets.push(s);
                     p.sock = w.sockets.len() - 1;
                     w.add(*p);
@@ -344,7 +360,7 @@ impl Worker {
     }
 
     fn receive(&mut self, si: usize, source: SocketAddr, data: &[u8], now: Instant) {
-        let destination = self.sockets[si].local_addr().unwrap();
+        let destination = self.locals[si];
         let Ok(contents) = data.try_into() else { return };
         let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
         let idx = match self.by_addr.get(&(si, source)) {
@@ -821,6 +837,8 @@ struct Gen {
     expect: Vec<(String, Vec<u32>)>,
     streams_of: HashMap<usize, Vec<u32>>,
     connections: usize,
+    /// Next port to try for a client's own socket (`--sockets client`).
+    next_client_port: u16,
 }
 
 impl Gen {
@@ -832,8 +850,36 @@ impl Gen {
         self.workers[self.worker_of(user)].addr
     }
 
-    fn add(&self, user: usize, p: PeerState) {
-        self.workers[self.worker_of(user)].tx.send(Cmd::Add(Box::new(p))).unwrap();
+    fn add(&self, user: usize, p: PeerState, sock: Option<UdpSocket>) {
+        let cmd = match sock {
+            Some(s) => Cmd::AddWithSocket(Box::new(p), s),
+            None => Cmd::Add(Box::new(p)),
+        };
+        self.workers[self.worker_of(user)].tx.send(cmd).unwrap();
+    }
+
+    /// With `--sockets client`, a socket of the new connection's own (its local address is the
+    /// connection's candidate); otherwise None and the connection uses its thread's socket.
+    fn client_socket(&mut self) -> Result<Option<UdpSocket>, String> {
+        if self.args.sockets != "client" {
+            return Ok(None);
+        }
+        loop {
+            let port = self.next_client_port;
+            if port >= 50000 {
+                return Err("out of client ports (below 50000)".into());
+            }
+            self.next_client_port += 1;
+            match UdpSocket::bind(("127.0.0.1", port)) {
+                Ok(s) => return Ok(Some(s)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => return Err(format!("bind {port}: {e}")),
+            }
+        }
+    }
+
+    fn local_for(&self, user: usize, sock: &Option<UdpSocket>) -> SocketAddr {
+        sock.as_ref().map(|s| s.local_addr().unwrap()).unwrap_or_else(|| self.local(user))
     }
 
     fn uid(user: usize) -> String {
@@ -864,20 +910,22 @@ impl Gen {
     /// A downstream connection from producer `pid` to `user`; returns the answer to send.
     fn subscribe(&mut self, user: usize, pid: &str, offer: &str) -> Result<String, String> {
         let name = format!("{pid}->{}", Self::uid(user));
-        let (peer, answer) = new_subscriber(self.local(user), offer, name.clone(), user, 0)?;
+        let sock = self.client_socket()?;
+        let (peer, answer) = new_subscriber(self.local_for(user, &sock), offer, name.clone(), user, 0)?;
         if std::env::var_os("LOADGEN_DUMP_SDP").is_some() {
             eprintln!("--- subscribe offer\n{offer}--- answer\n{answer}");
         }
         let producer: usize = pid.trim_start_matches('u').parse().map_err(|_| format!("producer id {pid}"))?;
         self.expect.push((name, self.streams_of.get(&producer).cloned().unwrap_or_default()));
-        self.add(user, peer);
+        self.add(user, peer, sock);
         self.connections += 1;
         Ok(answer)
     }
 
     fn produce(&mut self, user: usize, phase: Duration) -> Result<(), String> {
         let room = self.args.room.clone();
-        let (publisher, offer) = new_publisher(self.local(user), &self.media);
+        let sock = self.client_socket()?;
+        let (publisher, offer) = new_publisher(self.local_for(user, &sock), &self.media);
         let t0 = now_ns();
         let resp = self.http.post(
             &format!("/rooms/{room}/users/{}/produce", Self::uid(user)),
@@ -890,7 +938,7 @@ impl Gen {
         }
         let (peer, ids) = finish_publisher(publisher, answer, &self.media, format!("{}:up", Self::uid(user)), user, 0, phase)?;
         self.streams_of.insert(user, ids);
-        self.add(user, peer);
+        self.add(user, peer, sock);
         self.connections += 1;
         for item in resp["outbound"].as_array().cloned().unwrap_or_default() {
             let Some(offer) = item["offer"]["sdp"].as_str() else { continue };
@@ -938,7 +986,8 @@ fn setup_direct(g: &mut Gen, port: &mut u16) -> Result<(), String> {
         *port += 1;
         let pub_local = sock.local_addr().unwrap();
         let (publisher, offer) = new_publisher(pub_local, &g.media);
-        let sub_local = g.workers[sub_worker].addr;
+        let sub_sock = g.client_socket()?;
+        let sub_local = sub_sock.as_ref().map(|s| s.local_addr().unwrap()).unwrap_or(g.workers[sub_worker].addr);
         let name = format!("d{i}");
         let (sub_peer, answer) = new_subscriber(sub_local, &offer, format!("{name}:down"), i, 0)?;
         let phase = Duration::from_micros((i as u64 * 7_919) % 33_000);
@@ -947,7 +996,11 @@ fn setup_direct(g: &mut Gen, port: &mut u16) -> Result<(), String> {
         g.expect.push((format!("{name}:down"), ids));
         // The publisher's socket goes with it: its index is assigned by the worker.
         g.workers[pub_worker].tx.send(Cmd::AddWithSocket(Box::new(pub_peer), sock)).unwrap();
-        g.workers[sub_worker].tx.send(Cmd::Add(Box::new(sub_peer))).unwrap();
+        let cmd = match sub_sock {
+            Some(s) => Cmd::AddWithSocket(Box::new(sub_peer), s),
+            None => Cmd::Add(Box::new(sub_peer)),
+        };
+        g.workers[sub_worker].tx.send(cmd).unwrap();
         g.connections += 2;
     }
     Ok(())
@@ -984,6 +1037,7 @@ fn main() {
         expect: vec![],
         streams_of: HashMap::new(),
         connections: 0,
+        next_client_port: args.client_port_base,
     };
 
     let pids: Vec<(String, String)> = args.server_pids.iter().map(|(n, p)| (n.clone(), p.to_string())).collect();
@@ -1203,6 +1257,7 @@ fn main() {
         "consume_ms": stats(&{ let mut v = g.consume_ms.clone(); v.sort_by(|a, b| a.partial_cmp(b).unwrap()); v }),
         "generator": {
             "threads": args.threads,
+            "sockets": args.sockets,
             "cpu_s": gen_cpu,
             "cpu_share": gen_cpu / window_s,
             "send_lag_p50_us": percentile(&lag, 0.5),
