@@ -585,9 +585,16 @@ impl Forward {
                 ssrc,
                 payload_type,
             })),
-            (Forward::Loop { .. }, Conn::Loop(conn), SendTrack::Loop { sender, .. }) => {
-                let (id, sender) = (conn.id, *sender);
-                self.on_loop(move |h, p| h.subscribe(p, kind, Output::new(id, sender, ssrc, payload_type)));
+            (Forward::Loop { lp, producer }, Conn::Loop(conn), SendTrack::Loop { sender, .. }) => {
+                let (id, sender, producer) = (conn.id, *sender, *producer);
+                drop(lp.call(move |ctx| {
+                    let Some(track_id) =
+                        ctx.peers.get_mut(id).and_then(|pc| pc.rtp_sender(sender).map(|s| s.track().track_id().clone()))
+                    else {
+                        return;
+                    };
+                    ctx.handler.subscribe(producer, kind, Output::new(id, sender, track_id, ssrc, payload_type));
+                }));
             }
             _ => {}
         }

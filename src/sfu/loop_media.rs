@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
-use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::sansio::Protocol;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -47,14 +48,16 @@ struct PeerEntry {
 pub struct Output {
     pub consumer: PeerId,
     pub sender: RTCRtpSenderId,
+    /// The sender's track, as the connection names what it writes.
+    pub track_id: String,
     pub ssrc: u32,
     pub payload_type: u8,
     rewrite: Rewrite,
 }
 
 impl Output {
-    pub fn new(consumer: PeerId, sender: RTCRtpSenderId, ssrc: u32, payload_type: u8) -> Self {
-        Self { consumer, sender, ssrc, payload_type, rewrite: Rewrite::default() }
+    pub fn new(consumer: PeerId, sender: RTCRtpSenderId, track_id: String, ssrc: u32, payload_type: u8) -> Self {
+        Self { consumer, sender, track_id, ssrc, payload_type, rewrite: Rewrite::default() }
     }
 }
 
@@ -228,10 +231,12 @@ impl SfuHandler {
             // Header clone is a plain copy once extensions are cleared; the payload is shared.
             let mut out = if i == last { std::mem::take(&mut packet) } else { packet.clone() };
             output.rewrite.apply(&mut out.header, now, clock_rate, output.ssrc, output.payload_type);
-            if let Some(mut sender) = pc.rtp_sender(output.sender) {
-                if sender.write_rtp(now, out).is_ok() {
-                    written += 1;
-                }
+            // Straight to the connection: the sender's own write_rtp would rebuild its
+            // parameters for every packet to check what the rewrite has already made true
+            // (our SSRC, the negotiated payload type, no header extensions).
+            let message = RTCMessage::RtpPacket(output.track_id.clone(), out);
+            if pc.handle_write(TaggedRTCMessage { now, message }).is_ok() {
+                written += 1;
             }
         }
         self.unflushed.0 += written;
