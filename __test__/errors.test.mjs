@@ -449,7 +449,8 @@ test('SERVER_CLOSED: every method after close()', T, async () => {
 // RESOURCE_EXHAUSTED
 
 test('RESOURCE_EXHAUSTED: one port; addUser needing a second connection fails fast, adds nobody', T, async () => {
-  const server = createServer({ min: 43990, max: 43990 })
+  // Ports per connection are the 'tasks' engine's (on the loops a connection leases no port).
+  const server = createServer({ min: 43990, max: 43990 }, { engine: 'tasks' })
   const A = new Client(server, 'r', 'A', { source })
   const B = new Client(server, 'r', 'B', { source })
   try {
@@ -470,7 +471,7 @@ test('RESOURCE_EXHAUSTED: one port; addUser needing a second connection fails fa
 })
 
 test('RESOURCE_EXHAUSTED: one port; produce needing two connections fails fast and frees what it took', T, async () => {
-  const server = createServer({ min: 43991, max: 43991 })
+  const server = createServer({ min: 43991, max: 43991 }, { engine: 'tasks' })
   const A = new Client(server, 'r', 'A', { source })
   const A2 = new Client(server, 'r', 'A', { source })
   try {
