@@ -466,14 +466,10 @@ impl<H: LoopHandler> LoopState<H> {
             touched.sort_unstable();
             touched.dedup();
             for &id in &touched {
-                loop {
-                    let Some(peer) = self.peers.peers.get_mut(&id) else { break };
-                    let Some(TaggedRTCMessage { message, .. }) = peer.pc.poll_read() else { break };
+                while let Some(TaggedRTCMessage { message, .. }) = self.peers.peers.get_mut(&id).and_then(|p| p.pc.poll_read()) {
                     self.handler.on_message(&mut self.peers, id, message, now);
                 }
-                loop {
-                    let Some(peer) = self.peers.peers.get_mut(&id) else { break };
-                    let Some(event) = peer.pc.poll_event() else { break };
+                while let Some(event) = self.peers.peers.get_mut(&id).and_then(|p| p.pc.poll_event()) {
                     self.handler.on_event(&mut self.peers, id, event, now);
                 }
             }

@@ -30,7 +30,7 @@ const MAX_USERNAME: usize = 509;
         return None;
     }
     let length = u16::from_be_bytes([packet[2], packet[3]]) as usize;
-    if length % 4 != 0 || packet.len() != 20 + length {
+    if !length.is_multiple_of(4) || packet.len() != 20 + length {
         return None;
     }
     let (mut ufrag, mut integrity_at) = (None, None);

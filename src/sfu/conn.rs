@@ -439,7 +439,7 @@ impl Conn {
             }],
         );
         let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, streams: vec![], send_encodings: vec![] };
-        let preference = vec![RTCRtpCodecParameters { rtp_codec: rtc_codec, payload_type: codec.payload_type, ..Default::default() }];
+        let preference = vec![RTCRtpCodecParameters { rtp_codec: rtc_codec, payload_type: codec.payload_type }];
         let name = codec.name.clone();
         match self {
             Conn::Async(peer) => {
@@ -576,6 +576,7 @@ impl Forward {
     }
 
     /// Starts (or, after a renegotiation, updates) `consumer`'s copy of `kind`.
+    #[allow(clippy::too_many_arguments)]
     pub fn subscribe(&self, kind: Kind, consumer: &Arc<str>, downstream: &Conn, connected: &Arc<AtomicBool>, track: &SendTrack, ssrc: u32, payload_type: u8) {
         match (self, downstream, track) {
             (Forward::Async(f), _, SendTrack::Async { track, .. }) => f[kind.index()].send(Control::Subscribe(Subscriber {

@@ -328,7 +328,7 @@ impl LoopHandler for SfuHandler {
             self.flush_totals(now);
         }
         for (&(producer, _), stream) in self.streams.iter_mut() {
-            if !stream.keyframe_due().is_some_and(|t| t <= now) {
+            if stream.keyframe_due().is_none_or(|t| t > now) {
                 continue;
             }
             stream.keyframe_pending = None;

@@ -26,6 +26,10 @@ use super::view::{ConsumerView, KindCodecs, ProducerView, RoomView, UserView};
 use super::Shared;
 
 type Reply<T> = oneshot::Sender<SfuResult<T>>;
+/// A downstream's key: (producer, consumer).
+type PairKey = (Arc<str>, Arc<str>);
+/// A downstream a call opened, with the offer it made, not yet committed to the room.
+type Opened = (PairKey, Downstream, SessionDescription);
 
 pub enum Command {
     AddUser { user_id: String, user_info: Value, reply: Reply<AddUserResponse> },
@@ -334,7 +338,11 @@ impl Room {
                 self.settle(reply, r).await;
             }
             Command::OfferTimeout { producer, consumer, serial } => {
-                let r = guard(async { Ok(self.offer_timed_out(producer, consumer, serial).await) }).await;
+                let r = guard(async {
+                    self.offer_timed_out(producer, consumer, serial).await;
+                    Ok(())
+                })
+                .await;
                 if let Err(Failure::Panic(_)) = r {
                     self.repair().await;
                 }
@@ -386,7 +394,7 @@ impl Room {
         let consumer: Arc<str> = Arc::from(user_id.as_str());
         let producers = self.users.iter().filter(|u| u.upstream.is_some()).count();
         let mut slots = self.shared.budget.reserve(producers)?;
-        let mut created: Vec<((Arc<str>, Arc<str>), Downstream, SessionDescription)> = Vec::new();
+        let mut created: Vec<Opened> = Vec::new();
         for producer in &self.users {
             let Some(upstream) = &producer.upstream else { continue };
             let Some(slot) = slots.pop() else { break };
@@ -482,7 +490,7 @@ impl Room {
         self.pause_point("produce:staged").await;
 
         // 2. New downstreams, for the users who have none from this producer.
-        let mut opened: Vec<((Arc<str>, Arc<str>), Downstream, SessionDescription)> = Vec::new();
+        let mut opened: Vec<Opened> = Vec::new();
         let mut failure = None;
         if let Ok(upstream) = upstream_of(&fresh, &self.users[index]) {
             for (consumer, slot) in missing.iter().zip(slots.drain(..)) {
@@ -505,7 +513,7 @@ impl Room {
         // 3. The existing downstreams renegotiated: new offers, not yet handed out.
         let mut existing: Vec<_> = self.downstreams.keys().filter(|k| k.0 == producer_id).cloned().collect();
         existing.sort();
-        let mut renegotiated: Vec<((Arc<str>, Arc<str>), SessionDescription)> = Vec::new();
+        let mut renegotiated: Vec<(PairKey, SessionDescription)> = Vec::new();
         let mut failure = None;
         if let Ok(upstream) = upstream_of(&fresh, &self.users[index]) {
             for key in &existing {
@@ -554,8 +562,8 @@ impl Room {
         fresh: Option<Upstream>,
         codecs: [Option<Codec>; 2],
         constraints: Constraints,
-        opened: Vec<((Arc<str>, Arc<str>), Downstream, SessionDescription)>,
-        renegotiated: Vec<((Arc<str>, Arc<str>), SessionDescription)>,
+        opened: Vec<Opened>,
+        renegotiated: Vec<(PairKey, SessionDescription)>,
         answer: String,
     ) -> ProduceResponse {
         let is_new = fresh.is_some();

@@ -1127,12 +1127,10 @@ a=ssrc-group:FID 2001 2002\r\na=ssrc:2001 cname:x\r\na=ssrc:2002 cname:x\r\n"
         assert!(session_lines(&plan.sdp).contains(&"a=group:BUNDLE 9 0 1".to_owned()));
 
         // The answer: the codec of the first section of a kind that receives.
-        let answer = format!(
-            "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 98\r\na=mid:5\r\na=recvonly\r\na=rtpmap:98 VP9/90000\r\n\
+        let answer = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 98\r\na=mid:5\r\na=recvonly\r\na=rtpmap:98 VP9/90000\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 100\r\na=mid:6\r\na=inactive\r\na=rtpmap:100 H264/90000\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:7\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n"
-        );
-        assert_eq!(negotiated_codecs(&media_sections(&answer).unwrap())[1].as_ref().unwrap().name, "VP8");
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:7\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n";
+        assert_eq!(negotiated_codecs(&media_sections(answer).unwrap())[1].as_ref().unwrap().name, "VP8");
     }
 
     #[test]
