@@ -1,5 +1,6 @@
-//! Property tests of the forwarder's RTP rewrite (`forward::Output::rewrite`), against the
-//! reference model in `support/rtp_model.rs`: over random streams (in order, reordered,
+//! Property tests of the RTP rewrite, both of the server's (the forwarder task's
+//! `forward::Output::rewrite` and the media loops' `media::rewrite::Rewrite::apply`), against
+//! the reference model in `support/rtp_model.rs`: over random streams (in order, reordered,
 //! duplicated, lost), source switches, renegotiations and unmutes, sequence numbers near the
 //! wrap, any clock rate and any header, every packet is rewritten as the model says; an
 //! in-order stream stays exactly continuous across every switch; only the sequence number,
@@ -23,7 +24,7 @@ mod config;
 #[path = "support/rtp_model.rs"]
 mod rtp_model;
 
-use rtp_model::{output, Model, CONSUMER_PT, CONSUMER_SSRC};
+use rtp_model::{output, Model, Rewriter, CONSUMER_PT, CONSUMER_SSRC};
 
 // ---------------------------------------------------------------------------------------------
 // Streams
@@ -131,25 +132,26 @@ fn play(first: (u16, u32), steps: &[Step], clock_rate: u32) -> Vec<Option<Sent>>
 proptest! {
     #![proptest_config(config::cases(800))]
 
-    /// Every packet of any stream is rewritten as the model says, and nothing else changes.
+    /// Every packet of any stream is rewritten as the model says, by both rewrites, and
+    /// nothing else changes.
     #[test]
     fn rewrites_follow_the_model(first in start(), steps in prop::collection::vec(step(false), 0..80), clock_rate in clock_rate()) {
-        let origin = Instant::now();
-        let mut output = output();
-        let mut model = Model::default();
-        for event in play(first, &steps, clock_rate) {
-            let Some(sent) = event else {
-                output.resync = true;
-                model.cut();
-                continue;
-            };
-            let mut header = sent.header.clone();
-            output.rewrite(&mut header, origin + sent.at, clock_rate);
-            let (seq, ts) = model.packet(sent.header.sequence_number, sent.header.timestamp, sent.at, clock_rate);
-            prop_assert_eq!((header.sequence_number, header.timestamp), (seq, ts), "packet {:?} at {:?}", sent.header, sent.at);
-            prop_assert_eq!((header.ssrc, header.payload_type), (CONSUMER_SSRC, CONSUMER_PT));
-            let unchanged = |h: &Header| (h.version, h.padding, h.marker, h.extension, h.csrc.clone());
-            prop_assert_eq!(unchanged(&header), unchanged(&sent.header));
+        for mut rewriter in Rewriter::both() {
+            let mut model = Model::default();
+            for event in play(first, &steps, clock_rate) {
+                let Some(sent) = event else {
+                    rewriter.cut();
+                    model.cut();
+                    continue;
+                };
+                let mut header = sent.header.clone();
+                rewriter.rewrite(&mut header, sent.at, clock_rate);
+                let (seq, ts) = model.packet(sent.header.sequence_number, sent.header.timestamp, sent.at, clock_rate);
+                prop_assert_eq!((header.sequence_number, header.timestamp), (seq, ts), "{}: packet {:?} at {:?}", rewriter.name(), sent.header, sent.at);
+                prop_assert_eq!((header.ssrc, header.payload_type), (CONSUMER_SSRC, CONSUMER_PT));
+                let unchanged = |h: &Header| (h.version, h.padding, h.marker, h.extension, h.csrc.clone());
+                prop_assert_eq!(unchanged(&header), unchanged(&sent.header));
+            }
         }
     }
 
@@ -159,34 +161,34 @@ proptest! {
     /// least one tick) across a cut.
     #[test]
     fn in_order_streams_stay_continuous(first in start(), steps in prop::collection::vec(step(true), 0..120), clock_rate in clock_rate()) {
-        let origin = Instant::now();
-        let mut output = output();
-        let mut previous: Option<(Header, Header, Duration)> = None; // (in, out, when)
-        let mut cut_since = false;
-        for event in play(first, &steps, clock_rate) {
-            let Some(sent) = event else {
-                output.resync = true;
-                cut_since = true;
-                continue;
-            };
-            let mut header = sent.header.clone();
-            output.rewrite(&mut header, origin + sent.at, clock_rate);
-            if let Some((prev_in, prev_out, prev_at)) = &previous {
-                prop_assert_eq!(header.sequence_number, prev_out.sequence_number.wrapping_add(1));
-                let expected_ts = if cut_since {
-                    let micros = (sent.at - *prev_at).as_micros();
-                    let ticks = (micros * clock_rate as u128 / 1_000_000).max(1);
-                    prev_out.timestamp.wrapping_add((ticks % (1 << 32)) as u32)
-                } else {
-                    prev_out.timestamp.wrapping_add(sent.header.timestamp.wrapping_sub(prev_in.timestamp))
+        for mut rewriter in Rewriter::both() {
+            let mut previous: Option<(Header, Header, Duration)> = None; // (in, out, when)
+            let mut cut_since = false;
+            for event in play(first, &steps, clock_rate) {
+                let Some(sent) = event else {
+                    rewriter.cut();
+                    cut_since = true;
+                    continue;
                 };
-                prop_assert_eq!(header.timestamp, expected_ts, "cut: {}", cut_since);
-            } else {
-                // The first packet a consumer gets is passed through as it is.
-                prop_assert_eq!((header.sequence_number, header.timestamp), (sent.header.sequence_number, sent.header.timestamp));
+                let mut header = sent.header.clone();
+                rewriter.rewrite(&mut header, sent.at, clock_rate);
+                if let Some((prev_in, prev_out, prev_at)) = &previous {
+                    prop_assert_eq!(header.sequence_number, prev_out.sequence_number.wrapping_add(1), "{}", rewriter.name());
+                    let expected_ts = if cut_since {
+                        let micros = (sent.at - *prev_at).as_micros();
+                        let ticks = (micros * clock_rate as u128 / 1_000_000).max(1);
+                        prev_out.timestamp.wrapping_add((ticks % (1 << 32)) as u32)
+                    } else {
+                        prev_out.timestamp.wrapping_add(sent.header.timestamp.wrapping_sub(prev_in.timestamp))
+                    };
+                    prop_assert_eq!(header.timestamp, expected_ts, "{}: cut: {}", rewriter.name(), cut_since);
+                } else {
+                    // The first packet a consumer gets is passed through as it is.
+                    prop_assert_eq!((header.sequence_number, header.timestamp), (sent.header.sequence_number, sent.header.timestamp));
+                }
+                cut_since = false;
+                previous = Some((sent.header, header, sent.at));
             }
-            cut_since = false;
-            previous = Some((sent.header, header, sent.at));
         }
     }
 
@@ -209,21 +211,24 @@ proptest! {
         clock_rate in clock_rate(),
         resync in any::<bool>(),
     ) {
-        let Ok(mut packet) = Packet::unmarshal(&mut Bytes::from(bytes)) else { return Ok(()) };
-        let mut output = output();
-        let origin = Instant::now();
-        let mut first = Header { sequence_number: 1, timestamp: 1, ..Default::default() };
-        output.rewrite(&mut first, origin, clock_rate);
-        output.resync = resync;
-        packet.header.extension = false;
-        packet.header.extension_profile = 0;
-        packet.header.extensions.clear();
-        output.rewrite(&mut packet.header, origin + Duration::from_millis(at_ms), clock_rate);
-        let wire = packet.marshal().expect("a rewritten packet serialises");
-        let back = Packet::unmarshal(&mut wire.clone()).expect("and parses back");
-        let fields = |h: &Header| (h.version, h.padding, h.marker, h.payload_type, h.sequence_number, h.timestamp, h.ssrc, h.csrc.clone(), h.extension);
-        prop_assert_eq!(fields(&back.header), fields(&packet.header));
-        prop_assert_eq!((back.header.ssrc, back.header.payload_type), (CONSUMER_SSRC, CONSUMER_PT));
+        let Ok(parsed) = Packet::unmarshal(&mut Bytes::from(bytes)) else { return Ok(()) };
+        for mut rewriter in Rewriter::both() {
+            let mut packet = parsed.clone();
+            let mut first = Header { sequence_number: 1, timestamp: 1, ..Default::default() };
+            rewriter.rewrite(&mut first, Duration::ZERO, clock_rate);
+            if resync {
+                rewriter.cut();
+            }
+            packet.header.extension = false;
+            packet.header.extension_profile = 0;
+            packet.header.extensions.clear();
+            rewriter.rewrite(&mut packet.header, Duration::from_millis(at_ms), clock_rate);
+            let wire = packet.marshal().expect("a rewritten packet serialises");
+            let back = Packet::unmarshal(&mut wire.clone()).expect("and parses back");
+            let fields = |h: &Header| (h.version, h.padding, h.marker, h.payload_type, h.sequence_number, h.timestamp, h.ssrc, h.csrc.clone(), h.extension);
+            prop_assert_eq!(fields(&back.header), fields(&packet.header), "{}", rewriter.name());
+            prop_assert_eq!((back.header.ssrc, back.header.payload_type), (CONSUMER_SSRC, CONSUMER_PT));
+        }
     }
 }
 
@@ -244,26 +249,29 @@ fn the_model_wraps_and_continues() {
     assert!(h.extension && h.extensions.len() == 1);
 }
 
-/// Elapsed microseconds times the clock rate are computed in u64: past u64::MAX (a gap of 72
-/// minutes at a clock rate of 2^32 - 1, or 6.5 years at 90 kHz) `rewrite` panics in a debug
-/// build (overflow check) and wraps in a release build. Not reachable with the clock rates the
-/// server negotiates (48 kHz, 90 kHz); found by `rewrites_follow_the_model` before its gaps were
-/// bounded. Fix in forward.rs: compute in u128, e.g.
-/// `(now.duration_since(last).as_micros() * clock_rate as u128 / 1_000_000).max(1) as u64`.
+/// Elapsed microseconds times the clock rate are computed in u64, in both rewrites: past
+/// u64::MAX (a gap of 72 minutes at a clock rate of 2^32 - 1, or 6.5 years at 90 kHz) they
+/// panic in a debug build (overflow check) and wrap in a release build. Not reachable with the
+/// clock rates the server negotiates (48 kHz, 90 kHz); found by `rewrites_follow_the_model`
+/// before its gaps were bounded. Fix, in forward.rs (`Output::rewrite`) and
+/// media/rewrite.rs (`Rewrite::apply`) alike: compute in u128, e.g.
+/// `(elapsed.as_micros() * u128::from(clock_rate) / 1_000_000).max(1) as u64`.
 #[test]
-#[ignore = "latent overflow in Output::rewrite at absurd clock rates (see the comment)"]
+#[ignore = "latent overflow in Output::rewrite and Rewrite::apply at absurd clock rates (see the comment)"]
 fn regression_long_gap_at_a_huge_clock_rate() {
     let clock_rate = u32::MAX;
-    let origin = Instant::now();
-    let mut output = output();
-    let mut model = Model::default();
     let gap = Duration::from_secs(2 * 3600);
-    let mut h = Header { sequence_number: 1, timestamp: 1, ..Default::default() };
-    output.rewrite(&mut h, origin, clock_rate);
-    model.packet(1, 1, Duration::ZERO, clock_rate);
-    output.resync = true;
-    model.cut();
-    let mut h = Header { sequence_number: 9, timestamp: 9, ..Default::default() };
-    output.rewrite(&mut h, origin + gap, clock_rate);
-    assert_eq!((h.sequence_number, h.timestamp), model.packet(9, 9, gap, clock_rate));
+    for mut rewriter in Rewriter::both() {
+        let mut model = Model::default();
+        let mut h = Header { sequence_number: 1, timestamp: 1, ..Default::default() };
+        rewriter.rewrite(&mut h, Duration::ZERO, clock_rate);
+        model.packet(1, 1, Duration::ZERO, clock_rate);
+        rewriter.cut();
+        model.cut();
+        let mut h = Header { sequence_number: 9, timestamp: 9, ..Default::default() };
+        let name = rewriter.name();
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rewriter.rewrite(&mut h, gap, clock_rate)));
+        assert!(done.is_ok(), "{name} panicked");
+        assert_eq!((h.sequence_number, h.timestamp), model.packet(9, 9, gap, clock_rate), "{name}");
+    }
 }

@@ -11,7 +11,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mediaserver_rs::media::rewrite::Rewrite;
 use mediaserver_rs::sfu::forward::{Output, Subscriber};
+use rtc::rtp::header::Header;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -28,6 +30,42 @@ pub fn output() -> Output {
         ssrc: CONSUMER_SSRC,
         payload_type: CONSUMER_PT,
     })
+}
+
+/// The two rewrites the server has, driven alike: the forwarder task's (`forward::Output`, the
+/// default engine) and the media loops' (`media::rewrite::Rewrite`).
+pub enum Rewriter {
+    Task(Output, tokio::time::Instant),
+    Loop(Rewrite, std::time::Instant),
+}
+
+impl Rewriter {
+    pub fn both() -> [Rewriter; 2] {
+        [Rewriter::Task(output(), tokio::time::Instant::now()), Rewriter::Loop(Rewrite::default(), std::time::Instant::now())]
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Rewriter::Task(..) => "forward::Output",
+            Rewriter::Loop(..) => "media::rewrite::Rewrite",
+        }
+    }
+
+    /// The next packet starts a new source sequence.
+    pub fn cut(&mut self) {
+        match self {
+            Rewriter::Task(o, _) => o.resync = true,
+            Rewriter::Loop(r, _) => r.resync(),
+        }
+    }
+
+    /// Rewrites `header` as sent `at` after this rewriter's origin.
+    pub fn rewrite(&mut self, header: &mut Header, at: Duration, clock_rate: u32) {
+        match self {
+            Rewriter::Task(o, origin) => o.rewrite(header, *origin + at, clock_rate),
+            Rewriter::Loop(r, origin) => r.apply(header, *origin + at, clock_rate, CONSUMER_SSRC, CONSUMER_PT),
+        }
+    }
 }
 
 /// Whether sequence number `a` is `b` or after it (RFC 3550 serial arithmetic: within half
