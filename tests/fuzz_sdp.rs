@@ -232,7 +232,6 @@ m=audio 0 UDP/TLS/RTP/SAVPF\r\na=mid:a\r\n",
 /// `m=` in `media_sections` (RFC 8866 section 5: `<type>=<value>`, no whitespace around `=`),
 /// or have `SdpText::rewrite` split `lines[0].strip_prefix("m=")` and write `m=` back in front.
 #[test]
-#[ignore = "known bug: whitespace after m= is read as a section but rewritten into a corrupt m= line (fix in sdp.rs)"]
 fn regression_whitespace_after_m_equals() {
     for offer in [
         corpus::GSTREAMER.replace("m=audio 0", "m=\raudio 0"),

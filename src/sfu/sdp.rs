@@ -119,6 +119,11 @@ pub fn media_sections(sdp: &str) -> SfuResult<Vec<MediaSection>> {
     for raw in sdp.lines() {
         let line = raw.trim_end_matches('\r');
         if let Some(rest) = line.strip_prefix("m=") {
+            // RFC 8866 section 5.14: `m=<media> <port> <proto> <fmt> ...`, single spaces, no
+            // whitespace before the media type (webrtc-rs and the plan's rewriting read it so).
+            if rest.starts_with(char::is_whitespace) {
+                return Err(SfuError::InvalidSdp(format!("bad m= line: {line}")));
+            }
             let mut parts = rest.split_whitespace();
             let media = parts.next().unwrap_or_default();
             let port = parts
