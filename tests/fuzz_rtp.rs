@@ -87,11 +87,14 @@ fn play(first: (u16, u32), steps: &[Step], clock_rate: u32) -> Vec<Option<Sent>>
     let mut now = Duration::ZERO;
     // A gap of this many microseconds at most: elapsed * clock rate stays within u64 (see
     // `regression_long_gap_at_a_huge_clock_rate`).
+    // Bounded since the last packet, not per gap: several cuts in a row add up.
     let max_gap = u64::MAX / clock_rate.max(1) as u64 / 2;
+    let mut last_packet = Duration::ZERO;
     for step in steps {
         match step {
             Step::Send { jitter, dt_us, ticks, header } => {
-                now += Duration::from_micros(*dt_us);
+                now = (now + Duration::from_micros(*dt_us)).min(last_packet + Duration::from_micros(max_gap));
+                last_packet = now;
                 k = k.wrapping_add(1);
                 ts = ts.wrapping_add(*ticks);
                 let seq = base_seq.wrapping_add(k).wrapping_add(*jitter as i16 as u16);
@@ -109,7 +112,7 @@ fn play(first: (u16, u32), steps: &[Step], clock_rate: u32) -> Vec<Option<Sent>>
                 out.push(Some(Sent { header: h, at: now }));
             }
             Step::Cut { start, skipped, gap_us } => {
-                now += Duration::from_micros((*gap_us).min(max_gap));
+                now = (now + Duration::from_micros(*gap_us)).min(last_packet + Duration::from_micros(max_gap));
                 match start {
                     Some((s, t)) => {
                         (base_seq, base_ts, k, ts) = (*s, *t, 0, 0);
