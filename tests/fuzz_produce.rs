@@ -101,7 +101,6 @@ proptest! {
 /// sdp.rs (read_producer_offer, e.g. in check_ssrcs): a live section whose a=ssrc-group names
 /// an SSRC its a=ssrc lines do not declare is INVALID_SDP.
 #[test]
-#[ignore = "known bug: an a=ssrc-group naming an undeclared SSRC makes produce fail with INTERNAL (fix in sdp.rs)"]
 fn regression_undeclared_ssrc_in_a_group_is_invalid_sdp() {
     let offer = corpus::FIREFOX.replace("a=ssrc:3338787185 cname:{1a2b3c4d-5e6f-4788-99aa-bbccddeeff00}\r\n", "");
     assert!(undeclared_group_ssrc(&offer));

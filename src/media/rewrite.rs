@@ -27,8 +27,9 @@ impl Rewrite {
     pub fn apply(&mut self, header: &mut Header, now: Instant, clock_rate: u32, ssrc: u32, payload_type: u8) {
         if std::mem::take(&mut self.resync) {
             if let Some(last) = self.last_sent {
-                let elapsed = now.saturating_duration_since(last).as_micros() as u64;
-                let ticks = (elapsed * clock_rate as u64 / 1_000_000).max(1);
+                // In u128: a gap of years at 90 kHz overflows u64 microsecond-ticks.
+                let elapsed = now.saturating_duration_since(last).as_micros();
+                let ticks = (elapsed * clock_rate as u128 / 1_000_000).max(1);
                 self.seq_offset = self.last_seq.wrapping_add(1).wrapping_sub(header.sequence_number);
                 self.ts_offset = self.last_ts.wrapping_add(ticks as u32).wrapping_sub(header.timestamp);
             }

@@ -92,7 +92,8 @@ impl Output {
         if self.resync {
             self.resync = false;
             if let Some(last) = self.last_sent {
-                let elapsed_ticks = (now.duration_since(last).as_micros() as u64 * clock_rate as u64 / 1_000_000).max(1);
+                // In u128: a gap of years at 90 kHz overflows u64 microsecond-ticks.
+                let elapsed_ticks = (now.duration_since(last).as_micros() * clock_rate as u128 / 1_000_000).max(1);
                 self.seq_offset = self.last_seq.wrapping_add(1).wrapping_sub(header.sequence_number);
                 self.ts_offset = self
                     .last_ts

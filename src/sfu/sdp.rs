@@ -469,6 +469,24 @@ fn check_ssrcs(sections: &[MediaSection], facts: &[SectionFacts]) -> SfuResult<(
             }
         }
     }
+    for (index, fact) in facts.iter().enumerate() {
+        if sections[index].is_rejected() {
+            continue;
+        }
+        // RFC 5576 section 4.2: a group's SSRCs are ones its section declares (webrtc-rs binds a
+        // group naming another only at the answer, and fails there).
+        if let Some((semantics, ssrc)) = fact
+            .groups
+            .iter()
+            .find_map(|(semantics, members)| members.iter().find(|m| !fact.ssrcs.contains(m)).map(|m| (semantics, m)))
+        {
+            return Err(SfuError::InvalidSdp(format!(
+                "a=ssrc-group:{semantics} of the {} section (mid {}) names SSRC {ssrc}, which no a=ssrc line of the section declares (RFC 5576 section 4.2)",
+                kind_name(&sections[index]),
+                mid_of(&sections[index])
+            )));
+        }
+    }
     Ok(())
 }
 
