@@ -1,11 +1,13 @@
-// The media loops (engine: 'loops'): the suite's media, atomicity and lifecycle files run on
-// them as they are (with one loop and with the default, one per core), and rooms placed on
-// different loops carry media at the same time.
+// The engines. The suite runs on the default, the media loops with one loop per core; here the
+// media file also runs on one loop (workers: 1) and on the older 'tasks' engine (webrtc-rs's
+// async connections, kept until it is removed), and rooms placed on different loops carry
+// media at the same time.
 
 import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { availableParallelism } from 'node:os'
 import { Client, createServer, closeEverything, createSource, candidateLines } from './helpers.mjs'
 
 const here = (name) => fileURLToPath(new URL(name, import.meta.url))
@@ -17,9 +19,9 @@ after(async () => {
   setImmediate(() => process.exit(process.exitCode ?? 0))
 })
 
-/** Runs a test file of the suite on the loops; it must pass whole. */
-function runOnLoops (file, workers) {
-  const env = { ...process.env, MEDIASERVER_ENGINE: 'loops' }
+/** Runs a test file of the suite on `engine` (with `workers` loops); it must pass whole. */
+function runOn (file, engine, workers) {
+  const env = { ...process.env, MEDIASERVER_ENGINE: engine }
   // A test file run from inside a test reports to its parent runner in its own protocol
   // unless this is cleared; it reports TAP to us instead.
   delete env.NODE_TEST_CONTEXT
@@ -28,15 +30,28 @@ function runOnLoops (file, workers) {
   const run = spawnSync(process.execPath, ['--test', '--test-reporter=tap', here(file)], { env, encoding: 'utf8', timeout: 300000 })
   const counts = Object.fromEntries([...run.stdout.matchAll(/^# (pass|fail|cancelled) (\d+)$/gm)].map((m) => [m[1], Number(m[2])]))
   const failed = run.stdout.split('\n').filter((l) => l.startsWith('not ok')).join('\n')
-  console.log(`${file} on ${workers ?? 'the default number of'} loop(s): ${JSON.stringify(counts)}`)
-  assert.equal(run.status, 0, `${file} failed on the loops (exit ${run.status} ${run.signal ?? ''}):\n${failed}\n${run.stderr.slice(-2000)}`)
+  console.log(`${file} on ${engine} (${workers ?? 'default'} workers): ${JSON.stringify(counts)}`)
+  assert.equal(run.status, 0, `${file} failed on ${engine} (exit ${run.status} ${run.signal ?? ''}):\n${failed}\n${run.stderr.slice(-2000)}`)
   assert.ok(counts.pass > 0 && !counts.fail, `${file}: ${JSON.stringify(counts)}`)
 }
 
-test('media.test on one loop', { timeout: 320000 }, () => runOnLoops('media.test.mjs', 1))
-test('media.test on one loop per core', { timeout: 320000 }, () => runOnLoops('media.test.mjs'))
-test('atomic.test on the loops', { timeout: 320000 }, () => runOnLoops('atomic.test.mjs'))
-test('lifecycle.test on the loops', { timeout: 320000 }, () => runOnLoops('lifecycle.test.mjs'))
+test('media.test on one loop', { timeout: 320000 }, () => runOn('media.test.mjs', 'loops', 1))
+test('media.test on the tasks engine', { timeout: 320000 }, () => runOn('media.test.mjs', 'tasks'))
+
+test('the default engine is the loops, one per core: connections share the loops\' ports', { timeout: 60000 }, async () => {
+  const server = createServer()
+  const ports = new Set()
+  const rooms = availableParallelism() + 1
+  for (let i = 0; i < rooms; i++) {
+    const producer = new Client(server, `default-${i}`, 'p', { source })
+    await server.createRoom(`default-${i}`, { userId: 'p' })
+    const res = await producer.produce()
+    for (const line of candidateLines(res.answer.sdp)) ports.add(Number(line.split(' ')[5]))
+  }
+  // The 'tasks' engine would name a port per connection: one more than there are cores.
+  assert.ok(ports.size >= 1 && ports.size <= availableParallelism(), `${rooms} upstreams name ports ${[...ports]}`)
+  assert.equal((await server.stats()).portsInUse, 0, 'no port leased per connection')
+})
 
 test('two rooms on two loops: each on its own port, both decode at once', { timeout: 60000 }, async () => {
   const server = createServer({ min: 45900, max: 45909 }, { engine: 'loops', workers: 2 })

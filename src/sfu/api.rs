@@ -399,12 +399,13 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
     }
     let workers = count("workers")?;
     match get("engine").map(|v| v.as_str()) {
-        None | Some(Some("tasks")) => {
+        Some(Some("tasks")) => {
             if workers.is_some() {
                 return Err(SfuError::InvalidArgument("workers is an option of engine 'loops'".into()));
             }
+            options.engine = None;
         }
-        Some(Some("loops")) => {
+        None | Some(Some("loops")) => {
             let workers = match (workers, options.udp_port) {
                 (Some(0), _) => return Err(SfuError::InvalidArgument("workers must be at least 1".into())),
                 // One port is one socket, so one loop (steering a shared port to several loops
@@ -414,7 +415,7 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
                 }
                 (_, Some(_)) => 1,
                 (Some(n), None) => n as usize,
-                (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                (None, None) => super::default_workers(),
             };
             options.engine = Some(workers);
         }

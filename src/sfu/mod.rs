@@ -66,8 +66,14 @@ pub struct ServerOptions {
     /// `None`: offers wait for their answers forever.
     pub offer_timeout: Option<Duration>,
     pub max_user_info_bytes: usize,
-    /// Run the connections on media loops (`Some(workers)`), or on webrtc-rs's async engine.
+    /// Run the connections on media loops (`Some(workers)`, the default: one per core), or on
+    /// webrtc-rs's async engine (`None`, `engine: 'tasks'`).
     pub engine: Option<usize>,
+}
+
+/// Media loops when the options name no number: one per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for ServerOptions {
@@ -80,7 +86,7 @@ impl Default for ServerOptions {
             limits: Limits::default(),
             offer_timeout: Some(DEFAULT_OFFER_TIMEOUT),
             max_user_info_bytes: DEFAULT_MAX_USER_INFO_BYTES,
-            engine: None,
+            engine: Some(default_workers()),
         }
     }
 }
@@ -170,6 +176,9 @@ impl MediaServerCore {
         // On the loops, the single port is the one loop's own socket.
         let (mux, engine) = match options.engine {
             Some(workers) => {
+                // One port is one socket, so one loop (steering a shared port to several loops
+                // is not built yet).
+                let workers = if options.udp_port.is_some() { 1 } else { workers };
                 let range = match options.udp_port {
                     Some(0) => None,
                     Some(port) => Some((port, port)),
