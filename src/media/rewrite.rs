@@ -15,6 +15,9 @@ pub struct Rewrite {
     last_ts: u32,
     last_sent: Option<Instant>,
     resync: bool,
+    /// How far back from `last_seq` the current offsets reach: a NACK for an older number
+    /// names a packet numbered by earlier offsets.
+    numbered: u32,
 }
 
 impl Rewrite {
@@ -25,7 +28,8 @@ impl Rewrite {
     }
 
     pub fn apply(&mut self, header: &mut Header, now: Instant, clock_rate: u32, ssrc: u32, payload_type: u8) {
-        if std::mem::take(&mut self.resync) {
+        let resynced = std::mem::take(&mut self.resync);
+        if resynced {
             if let Some(last) = self.last_sent {
                 // In u128: a gap of years at 90 kHz overflows u64 microsecond-ticks.
                 let elapsed = now.saturating_duration_since(last).as_micros();
@@ -36,14 +40,36 @@ impl Rewrite {
         }
         let seq = header.sequence_number.wrapping_add(self.seq_offset);
         let ts = header.timestamp.wrapping_add(self.ts_offset);
-        // A late (reordered) packet keeps its place but does not move the high-water mark.
-        if self.last_sent.is_none() || seq.wrapping_sub(self.last_seq) < 0x8000 {
+        if resynced || self.last_sent.is_none() {
+            self.numbered = 0;
+            self.last_seq = seq;
+            self.last_ts = ts;
+        } else if seq.wrapping_sub(self.last_seq) < 0x8000 {
+            // A late (reordered) packet keeps its place but does not move the high-water mark.
+            self.numbered = self.numbered.saturating_add(seq.wrapping_sub(self.last_seq) as u32);
             self.last_seq = seq;
             self.last_ts = ts;
         }
         self.last_sent = Some(now);
         header.sequence_number = seq;
         header.timestamp = ts;
+        header.ssrc = ssrc;
+        header.payload_type = payload_type;
+    }
+
+    /// The source sequence number of `seq` as this consumer numbered it, when the current
+    /// offsets numbered it.
+    pub fn source_seq(&self, seq: u16) -> Option<u16> {
+        self.last_sent?;
+        let back = self.last_seq.wrapping_sub(seq);
+        (back < 0x8000 && u32::from(back) <= self.numbered).then(|| seq.wrapping_sub(self.seq_offset))
+    }
+
+    /// Numbers a retransmission of a packet already sent (source numbering in `header`) as
+    /// [`Rewrite::apply`] numbered it, leaving the numbering where it is.
+    pub fn renumber(&self, header: &mut Header, ssrc: u32, payload_type: u8) {
+        header.sequence_number = header.sequence_number.wrapping_add(self.seq_offset);
+        header.timestamp = header.timestamp.wrapping_add(self.ts_offset);
         header.ssrc = ssrc;
         header.payload_type = payload_type;
     }
@@ -75,6 +101,30 @@ mod tests {
         let mut h = header(501, 777 + 3000);
         r.apply(&mut h, t0 + Duration::from_millis(133), 90_000, 7, 102);
         assert_eq!((h.sequence_number, h.timestamp), (2, 16000 + 3000));
+    }
+
+    #[test]
+    fn a_nack_maps_back_only_within_the_current_numbering() {
+        let mut r = Rewrite::default();
+        let now = Instant::now();
+        assert_eq!(r.source_seq(0), None, "nothing sent yet");
+        for seq in 100u16..110 {
+            r.apply(&mut header(seq, 0), now, 90_000, 1, 96);
+        }
+        assert_eq!(r.source_seq(105), Some(105));
+        assert_eq!(r.source_seq(110), None, "not sent yet");
+        assert_eq!(r.source_seq(99), None, "before the first");
+        r.resync();
+        r.apply(&mut header(5000, 0), now, 90_000, 1, 96);
+        r.apply(&mut header(5001, 3000), now, 90_000, 1, 96);
+        assert_eq!(r.source_seq(111), Some(5001));
+        assert_eq!(r.source_seq(110), Some(5000));
+        assert_eq!(r.source_seq(109), None, "numbered by the offsets before the resync");
+        let mut h = header(5001, 3000);
+        r.renumber(&mut h, 7, 102);
+        assert_eq!((h.sequence_number, h.ssrc, h.payload_type), (111, 7, 102));
+        r.apply(&mut header(5003, 0), now, 90_000, 1, 96);
+        assert_eq!(r.source_seq(112), Some(5002), "a gap still maps");
     }
 
     #[test]

@@ -15,7 +15,9 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription as LoopDescription;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::RTCPeerConnectionBuilder;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
+};
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId, RTCRtpTransceiverInit};
 use rtc::statistics::StatsSelector;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -28,7 +30,7 @@ use super::events::{ConnectionLabel, ConnectionState, Direction};
 use super::forward::{spawn_keyframe_relay, Control, ForwarderHandle, Subscriber};
 use super::mux::random_ice_credentials;
 use super::peer::{
-    interceptors_for, register_forwarded_codecs, BudgetSlot, ConnectionCounter, NetworkConfig, Peer, StateReport,
+    loop_interceptors_for, register_forwarded_codecs, BudgetSlot, ConnectionCounter, NetworkConfig, Peer, StateReport,
     ICE_ATTEMPTS, ICE_TIMEOUTS,
 };
 use super::sdp::{Codec, Kind};
@@ -191,7 +193,7 @@ impl LoopConn {
                 let internal = |what: &str, e: &dyn std::fmt::Display| SfuError::internal(what, e);
                 let mut engine = MediaEngine::default();
                 register_forwarded_codecs(&mut engine).map_err(|e| internal("registering codecs", &e))?;
-                let registry = interceptors_for(direction, &mut engine).map_err(|e| internal("registering interceptors", &e))?;
+                let registry = loop_interceptors_for(direction, &mut engine).map_err(|e| internal("registering interceptors", &e))?;
                 let (ufrag, pwd) = random_ice_credentials();
                 let settings = SettingEngineBuilder::new()
                     .with_include_loopback_candidate(true)
@@ -433,7 +435,13 @@ impl Conn {
             format!("{token}-{}", kind.as_str()),
             rtp_kind,
             vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                // The RTX SSRC is ours to name, so the loop's NACK answers know it (webrtc-rs
+                // would mint one only where the offer is written).
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    rtx: (kind == Kind::Video).then(|| RTCRtpRtxParameters { ssrc: (uuid::Uuid::new_v4().as_u128() as u32).max(1) }),
+                    ..Default::default()
+                },
                 codec: rtc_codec.clone(),
                 ..Default::default()
             }],
@@ -589,12 +597,11 @@ impl Forward {
             (Forward::Loop { lp, producer }, Conn::Loop(conn), SendTrack::Loop { sender, .. }) => {
                 let (id, sender, producer) = (conn.id, *sender, *producer);
                 drop(lp.call(move |ctx| {
-                    let Some(track_id) =
-                        ctx.peers.get_mut(id).and_then(|pc| pc.rtp_sender(sender).map(|s| s.track().track_id().clone()))
+                    let Some(rtx) = ctx.peers.get_mut(id).and_then(|pc| pc.rtp_sender(sender).map(|mut s| rtx_of(&mut s, ssrc, payload_type)))
                     else {
                         return;
                     };
-                    ctx.handler.subscribe(producer, kind, Output::new(id, sender, track_id, ssrc, payload_type));
+                    ctx.handler.subscribe(producer, kind, Output::new(id, sender, ssrc, payload_type, rtx));
                 }));
             }
             _ => {}
@@ -639,6 +646,22 @@ impl Forward {
         }
         // On a loop, the streams go with the upstream's connection.
     }
+}
+
+/// The retransmission stream a sender negotiated for its encoding `ssrc`: the RTX SSRC its
+/// offer declared, and the RTX payload type bound to `payload_type` (`apt`).
+fn rtx_of(sender: &mut rtc::rtp_transceiver::rtp_sender::RTCRtpSender<'_>, ssrc: u32, payload_type: u8) -> Option<(u32, u8)> {
+    let rtx_ssrc = sender
+        .track()
+        .codings()
+        .iter()
+        .find(|c| c.rtp_coding_parameters.ssrc == Some(ssrc))
+        .and_then(|c| c.rtp_coding_parameters.rtx.as_ref().map(|r| r.ssrc))?;
+    let apt = format!("apt={payload_type}");
+    let rtx_pt = sender.get_parameters().rtp_parameters.codecs.iter().find(|c| {
+        c.rtp_codec.mime_type.eq_ignore_ascii_case("video/rtx") && c.rtp_codec.sdp_fmtp_line.split(';').any(|p| p.trim() == apt)
+    })?;
+    Some((rtx_ssrc, rtx_pt.payload_type))
 }
 
 /// `Direction` of a label, for the loop's interceptors.

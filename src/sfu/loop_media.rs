@@ -13,6 +13,7 @@ use rtc::sansio::Protocol;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
@@ -20,6 +21,7 @@ use super::events::ConnectionState;
 use super::sdp::Kind;
 use super::stats::ForwardTotals;
 use crate::engine::media_loop::{LoopHandler, PeerId, Peers};
+use crate::media::history::PacketHistory;
 use crate::media::rewrite::Rewrite;
 
 /// Keyframe requests to one producer are at most this frequent; extra ones are coalesced into
@@ -27,6 +29,8 @@ use crate::media::rewrite::Rewrite;
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
 /// Forwarded counts go to the server's totals at most this often.
 const TOTALS_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// Video packets a producer stream keeps for its consumers' NACKs: about 1.5 s at 2.5 Mbit/s.
+const HISTORY_PACKETS: u16 = 512;
 
 /// Hears a connection's state changes (the control plane's side of a connection).
 pub trait PeerObserver: Send + Sync + 'static {
@@ -48,16 +52,39 @@ struct PeerEntry {
 pub struct Output {
     pub consumer: PeerId,
     pub sender: RTCRtpSenderId,
-    /// The sender's track, as the connection names what it writes.
-    pub track_id: String,
     pub ssrc: u32,
     pub payload_type: u8,
+    /// The consumer's retransmission stream (RFC 4588): its SSRC and payload type. Without
+    /// one, a retransmission goes as the original packet again.
+    pub rtx: Option<(u32, u8)>,
+    rtx_seq: u16,
     rewrite: Rewrite,
 }
 
 impl Output {
-    pub fn new(consumer: PeerId, sender: RTCRtpSenderId, track_id: String, ssrc: u32, payload_type: u8) -> Self {
-        Self { consumer, sender, track_id, ssrc, payload_type, rewrite: Rewrite::default() }
+    pub fn new(consumer: PeerId, sender: RTCRtpSenderId, ssrc: u32, payload_type: u8, rtx: Option<(u32, u8)>) -> Self {
+        Self { consumer, sender, ssrc, payload_type, rtx, rtx_seq: uuid::Uuid::new_v4().as_u128() as u16, rewrite: Rewrite::default() }
+    }
+
+    /// This consumer's retransmission of the packet it numbered `seq`, if `history` still has
+    /// it.
+    fn retransmission(&mut self, seq: u16, history: &PacketHistory) -> Option<rtc::rtp::Packet> {
+        let original = history.get(self.rewrite.source_seq(seq)?)?;
+        let mut header = original.header.clone();
+        self.rewrite.renumber(&mut header, self.ssrc, self.payload_type);
+        let Some((ssrc, payload_type)) = self.rtx else {
+            return Some(rtc::rtp::Packet { header, payload: original.payload.clone() });
+        };
+        let mut payload = Vec::with_capacity(2 + original.payload.len());
+        payload.extend_from_slice(&seq.to_be_bytes());
+        payload.extend_from_slice(&original.payload);
+        self.rtx_seq = self.rtx_seq.wrapping_add(1);
+        header.ssrc = ssrc;
+        header.payload_type = payload_type;
+        header.sequence_number = self.rtx_seq;
+        // The padding of the original is not part of the retransmitted payload (RFC 4588).
+        header.padding = false;
+        Some(rtc::rtp::Packet { header, payload: payload.into() })
     }
 }
 
@@ -72,6 +99,8 @@ struct Stream {
     source_ssrc: Option<u32>,
     muted: bool,
     outputs: Vec<Output>,
+    /// Recent packets for the consumers' NACKs (video only: audio negotiates none).
+    history: Option<PacketHistory>,
     last_keyframe_request: Option<Instant>,
     /// When a keyframe was asked for and not yet requested from the producer.
     keyframe_pending: Option<Instant>,
@@ -86,6 +115,7 @@ impl Stream {
             source_ssrc: None,
             muted: false,
             outputs: Vec::new(),
+            history: (kind == Kind::Video).then(|| PacketHistory::new(HISTORY_PACKETS)),
             last_keyframe_request: None,
             keyframe_pending: None,
         }
@@ -209,6 +239,9 @@ impl SfuHandler {
             if stream.source_ssrc.is_some() {
                 stream.outputs.iter_mut().for_each(|o| o.rewrite.resync());
             }
+            if let Some(history) = &mut stream.history {
+                history.clear();
+            }
             stream.source_ssrc = Some(packet.header.ssrc);
         }
         if stream.muted || stream.outputs.is_empty() {
@@ -218,6 +251,9 @@ impl SfuHandler {
         packet.header.extension = false;
         packet.header.extension_profile = 0;
         packet.header.extensions.clear();
+        if let Some(history) = &mut stream.history {
+            history.insert(&packet);
+        }
         let size = (12 + 4 * packet.header.csrc.len() + packet.payload.len()) as u64;
         let last = stream.outputs.len() - 1;
         let mut written = 0;
@@ -233,14 +269,35 @@ impl SfuHandler {
             output.rewrite.apply(&mut out.header, now, clock_rate, output.ssrc, output.payload_type);
             // Straight to the connection: the sender's own write_rtp would rebuild its
             // parameters for every packet to check what the rewrite has already made true
-            // (our SSRC, the negotiated payload type, no header extensions).
-            let message = RTCMessage::RtpPacket(output.track_id.clone(), out);
+            // (our SSRC, the negotiated payload type, no header extensions). The connection
+            // does not read the track id of what it is given to write (rtc 0.21.1), so none is
+            // allocated per packet.
+            let message = RTCMessage::RtpPacket(String::new(), out);
             if pc.handle_write(TaggedRTCMessage { now, message }).is_ok() {
                 written += 1;
             }
         }
         self.unflushed.0 += written;
         self.unflushed.1 += written * size;
+    }
+
+    /// Retransmits what `consumer` reports lost from the producer's shared history.
+    fn answer_nack(&mut self, peers: &mut Peers, producer: PeerId, consumer: PeerId, nack: &TransportLayerNack, now: Instant) {
+        let Some(stream) = self.streams.get_mut(&(producer, Kind::Video)) else { return };
+        let Some(history) = &stream.history else { return };
+        let Some(output) = stream.outputs.iter_mut().find(|o| o.consumer == consumer && o.ssrc == nack.media_ssrc) else {
+            return;
+        };
+        let Some(pc) = peers.get_mut(consumer) else { return };
+        let lost = nack.nacks.iter().flat_map(|pair| {
+            std::iter::once(pair.packet_id)
+                .chain((0..16u16).filter(|bit| pair.lost_packets & (1 << bit) != 0).map(|bit| pair.packet_id.wrapping_add(bit + 1)))
+        });
+        for seq in lost {
+            if let Some(packet) = output.retransmission(seq, history) {
+                let _ = pc.handle_write(TaggedRTCMessage { now, message: RTCMessage::RtpPacket(String::new(), packet) });
+            }
+        }
     }
 
     fn flush_totals(&mut self, now: Instant) {
@@ -266,9 +323,12 @@ impl LoopHandler for SfuHandler {
                     let any = p.as_any();
                     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
                 });
+                let producer = *producer;
                 if asks_keyframe {
-                    let producer = *producer;
                     self.request_keyframe(producer);
+                }
+                for nack in packets.iter().filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>()) {
+                    self.answer_nack(peers, producer, from, nack, now);
                 }
             }
             _ => {}

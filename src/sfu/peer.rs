@@ -18,6 +18,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::sansio::Protocol;
 use tokio::sync::watch;
@@ -301,13 +302,15 @@ impl<E: PeerEvents> PeerConnectionEventHandler for Handler<E> {
 }
 
 /// Passes consumers' keyframe requests (PLI, FIR) to the application, where the SFU relays them
-/// to the producer; every other inbound RTCP packet stays with the interceptors.
-struct KeyframeRequestTap {
+/// to the producer, and on a media loop their NACKs too, which the loop answers from the
+/// producer's shared history; every other inbound RTCP packet stays with the interceptors.
+struct RtcpTap {
+    nacks: bool,
     read: std::collections::VecDeque<TaggedPacket>,
     write: std::collections::VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -318,7 +321,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             if packets.iter().any(|p| {
                 let any = p.as_any();
-                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() || (self.nacks && any.is::<TransportLayerNack>())
             }) {
                 msg.message.add(Attribute::DeliverToApplication);
             }
@@ -341,7 +344,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
     }
 }
 
-impl Interceptor for KeyframeRequestTap {
+impl Interceptor for RtcpTap {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -371,9 +374,24 @@ pub(crate) fn interceptors_for(direction: Direction, engine: &mut MediaEngine) -
             .with(
                 // Last in the chain, so every interceptor has seen the RTCP before it is tapped.
                 Slot::from(14_000),
-                KeyframeRequestTap { read: Default::default(), write: Default::default() },
+                RtcpTap { nacks: false, read: Default::default(), write: Default::default() },
             ),
     })
+}
+
+/// The interceptors of a connection on a media loop: as [`interceptors_for`], but a downstream
+/// keeps no packets of its own for NACKs: its tap hands them to the loop, which answers them
+/// from the producer's shared history.
+pub(crate) fn loop_interceptors_for(direction: Direction, engine: &mut MediaEngine) -> rtc::shared::error::Result<Registry> {
+    match direction {
+        Direction::Upstream => interceptors_for(direction, engine),
+        Direction::Downstream => {
+            configure_simulcast_extension_headers(engine)?;
+            Ok(Registry::new()
+                .with(Slot::SenderReport, SenderReportBuilder::new().build())
+                .with(Slot::from(14_000), RtcpTap { nacks: true, read: Default::default(), write: Default::default() }))
+        }
+    }
 }
 
 /// The codecs the server negotiates: exactly those it forwards (Opus, VP8, VP9, H264, AV1),
