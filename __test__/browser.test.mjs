@@ -82,6 +82,14 @@ test('three pages: each decodes the other two and receives their audio', T, asyn
       }
     }
     console.log(`three pages: every stream decoding ${Date.now() - started} ms after the first page opened`)
+    // Chromium offers the AEAD-AES-GCM SRTP profiles (RFC 7714) after AES-CM; the server picks
+    // by its own order (patches/rtc-dtls), so every leg uses AES-128-GCM.
+    for (const page of pages) {
+      const ciphers = await page.evaluate(() => window.__demo.srtpCiphers())
+      for (const cipher of [ciphers.upstream, ...Object.values(ciphers.remotes)]) {
+        assert.match(cipher ?? 'none', /^(SRTP_)?AEAD_AES_128_GCM$/, `SRTP ciphers of a page: ${JSON.stringify(ciphers)}`)
+      }
+    }
     const stats = await demo.media.stats()
     assert.equal(stats.upstreamConnections, 3)
     assert.equal(stats.downstreamConnections, 6)

@@ -30,7 +30,7 @@ use super::events::{ConnectionLabel, ConnectionState, Direction};
 use super::forward::{spawn_keyframe_relay, Control, ForwarderHandle, Subscriber};
 use super::mux::random_ice_credentials;
 use super::peer::{
-    loop_interceptors_for, register_forwarded_codecs, BudgetSlot, ConnectionCounter, NetworkConfig, Peer, StateReport,
+    loop_interceptors_for, register_forwarded_codecs, srtp_settings, BudgetSlot, ConnectionCounter, NetworkConfig, Peer, StateReport,
     ICE_ATTEMPTS, ICE_TIMEOUTS,
 };
 use super::sdp::{Codec, Kind};
@@ -195,7 +195,7 @@ impl LoopConn {
                 register_forwarded_codecs(&mut engine).map_err(|e| internal("registering codecs", &e))?;
                 let registry = loop_interceptors_for(direction, &mut engine).map_err(|e| internal("registering interceptors", &e))?;
                 let (ufrag, pwd) = random_ice_credentials();
-                let settings = SettingEngineBuilder::new()
+                let settings = srtp_settings(SettingEngineBuilder::new())
                     .with_include_loopback_candidate(true)
                     .with_multicast_dns_mode(MulticastDnsMode::Disabled)
                     .with_ice_timeouts(Some(ICE_TIMEOUTS.0), Some(ICE_TIMEOUTS.1), Some(ICE_TIMEOUTS.2))

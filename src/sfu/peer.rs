@@ -20,6 +20,7 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::sansio::Protocol;
 use tokio::sync::watch;
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -27,7 +28,7 @@ use webrtc::runtime::{Runtime, TokioRuntime};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder,
     PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder, StatsSelector,
+    RTCSessionDescription, Registry, SettingEngineBuilder, SrtpProtectionProfile, StatsSelector,
 };
 
 use super::error::{SfuError, SfuResult};
@@ -394,6 +395,22 @@ pub(crate) fn loop_interceptors_for(direction: Direction, engine: &mut MediaEngi
     }
 }
 
+/// SRTP as every connection of the server negotiates it: AEAD-AES-GCM first (one pass on AES-NI
+/// and carry-less multiply, where AES-CM + HMAC-SHA1 takes two, the second without hardware
+/// help; figures in bench/srtp-crypto), AES-CM + HMAC-SHA1-80 for peers without GCM. The server
+/// is the DTLS server on every connection (it answers `a=setup:passive`), and with
+/// patches/rtc-dtls the DTLS server's order decides, so browsers, which list AES-CM first, get
+/// GCM too.
+pub(crate) fn srtp_settings(settings: SettingEngineBuilder) -> SettingEngineBuilder {
+    settings
+        .with_srtp_protection_profiles(vec![
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+            SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+        ])
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+}
+
 /// The codecs the server negotiates: exactly those it forwards (Opus, VP8, VP9, H264, AV1),
 /// each video codec with its RTX format. webrtc-rs's default table also has G.722, PCMU, PCMA
 /// and HEVC; a producer offering one of those first would otherwise have it chosen.
@@ -494,7 +511,7 @@ async fn open_peer<E: PeerEvents>(
     let registry =
         interceptors_for(direction, &mut media_engine).map_err(|e| internal("registering interceptors", &e))?;
 
-    let mut settings = SettingEngineBuilder::new()
+    let mut settings = srtp_settings(SettingEngineBuilder::new())
         .with_include_loopback_candidate(true)
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_ice_timeouts(Some(ICE_DISCONNECTED_TIMEOUT), Some(ICE_FAILED_TIMEOUT), Some(ICE_KEEPALIVE_INTERVAL))

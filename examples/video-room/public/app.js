@@ -290,6 +290,17 @@ window.__demo = {
     for (const [id, remote] of state.remotes) producers[id] = await inboundOf(remote.pc)
     return { producers, upstream: await upstreamStats() }
   },
+  /** The SRTP cipher of each connection (its transport's `srtpCipher`). */
+  async srtpCiphers () {
+    const cipher = async (pc) => {
+      if (!pc) return null
+      for (const r of (await pc.getStats()).values()) if (r.type === 'transport' && r.srtpCipher) return r.srtpCipher
+      return null
+    }
+    const remotes = {}
+    for (const [id, remote] of state.remotes) remotes[id] = await cipher(remote.pc)
+    return { upstream: await cipher(state.upstream), remotes }
+  },
   setAudio: (on) => setKind('audio', on),
   setVideo: (on) => setKind('video', on),
   stopBroadcast,
