@@ -236,6 +236,8 @@ export interface CandidateStats {
 
 export interface TransportStats {
   packetsSent: number
+  /** Packets dropped at this connection's own bounded send queue because its peer did not take them fast enough (ICE-TCP); other connections never wait for it. */
+  packetsDropped: number
   packetsReceived: number
   bytesSent: number
   bytesReceived: number

@@ -21,7 +21,7 @@ use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::sansio::Protocol;
-use rtc::shared::tcp_framing::{frame_packet, TcpFrameDecoder};
+use rtc::shared::tcp_framing::TcpFrameDecoder;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::udp::{BatchSocket, SendScratch, Transmit};
@@ -50,6 +50,9 @@ pub struct LoopPeer {
     ufrag: String,
     /// When its timers next want it, as it last said.
     next_timeout: Option<Instant>,
+    /// Datagrams it wrote that its own bounded queue had no room for (ICE-TCP to a peer that
+    /// does not read fast enough): lost for it alone.
+    dropped: u64,
 }
 
 /// The loop's connections. A connection borrowed through [`Peers::get_mut`] is marked as
@@ -70,6 +73,11 @@ impl Peers {
         Some(&mut peer.pc)
     }
 
+    /// Datagrams of connection `id` dropped at its own send queue.
+    pub fn dropped(&self, id: PeerId) -> u64 {
+        self.peers.get(&id).map_or(0, |p| p.dropped)
+    }
+
     pub fn contains(&self, id: PeerId) -> bool {
         self.peers.contains_key(&id)
     }
@@ -84,7 +92,7 @@ impl Peers {
 
     fn insert(&mut self, id: PeerId, pc: RTCPeerConnection, ufrag: String) {
         self.by_ufrag.insert(ufrag.clone(), id);
-        self.peers.insert(id, LoopPeer { pc, ufrag, next_timeout: None });
+        self.peers.insert(id, LoopPeer { pc, ufrag, next_timeout: None, dropped: 0 });
         self.touched.push(id);
     }
 
@@ -282,11 +290,29 @@ struct TcpConn {
     pending: Vec<u8>,
 }
 
-/// A TCP connection that lets this much wait unwritten is dropped (a client that stopped
-/// reading); media over TCP is a fallback, not a queue.
-const TCP_MAX_PENDING: usize = 1 << 20;
+/// What may wait unwritten on one ICE-TCP connection: past it, what the connection writes is
+/// dropped (and counted) until its peer reads again, so a slow reader loses packets and nobody
+/// waits for it. About 0.25 s of video at 8 Mbit/s; a peer that stops reading for good fails
+/// its ICE consent checks and is closed as any lost connection is.
+const TCP_QUEUE_LIMIT: usize = 256 << 10;
+/// What the loop reads ahead of an ICE-TCP peer's framing before it gives the stream up.
+const TCP_MAX_BUFFERED: usize = 1 << 20;
+/// The kernel send buffer of an ICE-TCP connection: small, so that a stalled reader fills the
+/// queue the loop counts instead of a large kernel buffer it cannot see.
+const TCP_SNDBUF: i32 = 64 << 10;
 
 impl TcpConn {
+    /// Queues one datagram with its RFC 4571 length; false when the queue has no room for it.
+    fn queue(&mut self, datagram: &[u8]) -> bool {
+        let Ok(len) = u16::try_from(datagram.len()) else { return false };
+        if self.pending.len() + 2 + datagram.len() > TCP_QUEUE_LIMIT {
+            return false;
+        }
+        self.pending.extend_from_slice(&len.to_be_bytes());
+        self.pending.extend_from_slice(datagram);
+        true
+    }
+
     /// Writes what it can of `pending`; false when the connection is gone.
     fn flush(&mut self) -> bool {
         use std::io::Write;
@@ -301,7 +327,7 @@ impl TcpConn {
                 Err(_) => return false,
             }
         }
-        self.pending.len() <= TCP_MAX_PENDING
+        true
     }
 }
 
@@ -397,6 +423,7 @@ impl<H: LoopHandler> LoopState<H> {
                 if stream.set_nonblocking(true).is_err() || stream.set_nodelay(true).is_err() {
                     continue;
                 }
+                set_send_buffer(&stream, TCP_SNDBUF);
                 self.poller.add(std::os::fd::AsRawFd::as_raw_fd(&stream));
                 self.streams.insert((local, peer), TcpConn { stream, decoder: TcpFrameDecoder::new(), pending: Vec::new() });
             }
@@ -429,7 +456,7 @@ impl<H: LoopHandler> LoopState<H> {
                 });
             }
             // A peer that sends garbage without frames must not grow the buffer without end.
-            if conn.decoder.buffered_len() > TCP_MAX_PENDING {
+            if conn.decoder.buffered_len() > TCP_MAX_BUFFERED {
                 gone.push((local, peer));
             }
         }
@@ -479,7 +506,9 @@ impl<H: LoopHandler> LoopState<H> {
                     let (local, remote) = (out.transport.local_addr, out.transport.peer_addr);
                     if out.transport.transport_protocol == TransportProtocol::TCP {
                         if let Some(conn) = self.streams.get_mut(&(local, remote)) {
-                            conn.pending.extend_from_slice(&frame_packet(&out.message));
+                            if !conn.queue(&out.message) {
+                                peer.dropped += 1;
+                            }
                         }
                         continue;
                     }
@@ -521,6 +550,22 @@ impl<H: LoopHandler> LoopState<H> {
 }
 
 /// Logs a caught panic at most once per 10 s, counting the ones kept quiet.
+/// Sets a socket's kernel send buffer (the kernel doubles it for its bookkeeping); a failure
+/// leaves the default, which only makes a stalled reader's losses start later.
+fn set_send_buffer(stream: &std::net::TcpStream, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket descriptor and an int option of the size given.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        );
+    }
+}
+
 #[derive(Default)]
 struct PanicThrottle {
     last: Option<Instant>,

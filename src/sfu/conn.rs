@@ -526,8 +526,21 @@ impl Conn {
             Conn::Async(peer) => peer.stats(codecs).await,
             Conn::Loop(conn) => {
                 let now = Instant::now();
-                let report = conn.with(move |pc, _| pc.get_stats(now, StatsSelector::None)).await.unwrap_or_default();
-                connection_stats(&conn.report.label, conn.report.last(), &report, codecs, &conn.rates, Some(conn.lp.local_addr().port()), now)
+                let id = conn.id;
+                let (report, dropped) = conn
+                    .lp
+                    .call(move |ctx| {
+                        let dropped = ctx.peers.dropped(id);
+                        ctx.peers.get_mut(id).map(|pc| (pc.get_stats(now, StatsSelector::None), dropped))
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let mut stats =
+                    connection_stats(&conn.report.label, conn.report.last(), &report, codecs, &conn.rates, Some(conn.lp.local_addr().port()), now);
+                stats.transport.packets_dropped = dropped;
+                stats
             }
         }
     }

@@ -99,6 +99,9 @@ pub struct CandidatePairStats {
 #[serde(rename_all = "camelCase")]
 pub struct TransportStats {
     pub packets_sent: u64,
+    /// Packets the server had for this connection and dropped at its own bounded send queue,
+    /// because the peer did not take them fast enough (ICE-TCP); no other connection waits.
+    pub packets_dropped: u64,
     pub packets_received: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -234,6 +237,7 @@ pub fn connection_stats(
 
     let mut transport = TransportStats {
         packets_sent: 0,
+        packets_dropped: 0,
         packets_received: 0,
         bytes_sent: 0,
         bytes_received: 0,
