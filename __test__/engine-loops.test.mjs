@@ -84,3 +84,16 @@ test('MEDIASERVER_ENGINE reaches the server the test files above make (the loops
   assert.equal(run('loops'), 'accepted')
   assert.equal(run('tasks'), 'INVALID_ARGUMENT')
 })
+
+test('MEDIASERVER_WORKERS alone reaches the loops; it gives way to udpPort (one port, one loop)', () => {
+  const script = "const { MediaServer } = require(process.argv[1]); try { new MediaServer({ listenIp: '127.0.0.1', ...JSON.parse(process.argv[2]) }).close().then(() => console.log('accepted')) } catch (e) { console.log(e.code) }"
+  const run = (workers, options = {}) => {
+    const env = { ...process.env, MEDIASERVER_WORKERS: workers }
+    delete env.MEDIASERVER_ENGINE
+    return spawnSync(process.execPath, ['-e', script, here('../index.js'), JSON.stringify(options)], { env, encoding: 'utf8', timeout: 30000 }).stdout.trim()
+  }
+  assert.equal(run('0'), 'INVALID_ARGUMENT', 'workers: 0 from the environment is read, and refused')
+  assert.equal(run('2'), 'accepted')
+  assert.equal(run('2', { udpPort: 0 }), 'accepted', 'udpPort runs one loop whatever the environment says')
+  assert.equal(run('2', { engine: 'tasks' }), 'accepted', 'the tasks engine takes no workers, from the environment neither')
+})

@@ -44,7 +44,7 @@ program
   .addOption(new Option('--max-users-per-room <n>', 'refuse users past this many in a room').argParser(integer(0, 2 ** 31)))
   .addOption(new Option('--max-connections <n>', 'refuse connections past this many, upstream and downstream').argParser(integer(0, 2 ** 31)))
   .addOption(new Option('--offer-timeout-ms <ms>', 'close a downstream whose offer is not answered in time (default 30000)').argParser(integer(1, 2 ** 31)))
-  .addOption(new Option('--log-level <filter>', 'log filter in RUST_LOG syntax (default: MEDIASERVER_LOG, else warn)'))
+  .addOption(new Option('--log-level <filter>', 'log filter in RUST_LOG syntax (default: MEDIASERVER_LOG, else warn,rtc=error,webrtc=error)'))
   .addOption(new Option('--token <secret>', 'require "Authorization: Bearer <secret>" on every request (prefer the env variable: a flag shows in ps)').env('MEDIASERVER_TOKEN'))
   .addOption(new Option('--insecure', 'allow a --host that is not loopback without a token (something in front authenticates requests)'))
   .action(async (opts, command) => {

@@ -298,17 +298,20 @@ impl MediaServer {
             _ => None,
         };
         let mut json = json_of(env, "options", options).map_err(fail)?;
-        // MEDIASERVER_ENGINE picks the engine when the options do not: a whole suite can be run
-        // on either.
-        if let Some(engine) = std::env::var("MEDIASERVER_ENGINE").ok().filter(|e| !e.is_empty()) {
-            if let Value::Object(map) = json.get_or_insert_with(|| Value::Object(Default::default())) {
-                if !map.contains_key("engine") {
-                    let workers = std::env::var("MEDIASERVER_WORKERS").ok().and_then(|w| w.parse::<u64>().ok());
-                    if let (Some(workers), false) = (workers, map.contains_key("workers")) {
-                        map.insert("workers".into(), Value::from(workers));
-                    }
-                    map.insert("engine".into(), Value::String(engine));
-                }
+        // MEDIASERVER_ENGINE and MEDIASERVER_WORKERS pick the engine and the loops when the
+        // options do not: a whole suite can be run on either engine, and on any number of loops.
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Value::Object(map) = json.get_or_insert_with(|| Value::Object(Default::default())) {
+            let engine = env("MEDIASERVER_ENGINE").filter(|_| !map.contains_key("engine"));
+            let loops = engine.as_deref().unwrap_or("loops") == "loops"
+                && map.get("engine").is_none_or(|e| e.as_str() == Some("loops"));
+            if let Some(engine) = engine {
+                map.insert("engine".into(), Value::String(engine));
+            }
+            // Not with udpPort: one port is one loop.
+            let free = !map.contains_key("workers") && map.get("udpPort").is_none_or(Value::is_null);
+            if let (Some(workers), true, true) = (env("MEDIASERVER_WORKERS").and_then(|w| w.parse::<u64>().ok()), loops, free) {
+                map.insert("workers".into(), Value::from(workers));
             }
         }
         let level = match json.as_ref().and_then(|o| o.get("logLevel")) {

@@ -140,7 +140,7 @@ export interface MediaServerOptions {
   listenIps?: ListenIp[]
   /** Written into candidates instead of the bound address (servers behind 1:1 NAT). */
   announcedIp?: string
-  /** Inclusive port range; one port per connection (UDP, and TCP with `enableTcp`). */
+  /** Inclusive port range the server binds: on the media loops (the default) one port per loop, shared by its connections; with `engine: 'tasks'` one per connection (UDP, and TCP with `enableTcp`). */
   portRange?: { min: number; max: number }
   /** Single-port mode: every connection shares this UDP port (0: one the OS picks; see `stats().udpPort`). Exclusive with `portRange`. */
   udpPort?: number
@@ -154,19 +154,20 @@ export interface MediaServerOptions {
   maxConnections?: number
   /** How long a downstream offer waits for its answer before its connection is closed (`offertimeout` event). Default 30000; `null`: forever. */
   offerTimeoutMs?: number | null
-  /** Log filter in `RUST_LOG` syntax (e.g. `info`, `warn,mediaserver_rs=debug`). Default: `MEDIASERVER_LOG`, else `warn`. Process-wide. */
+  /** Log filter in `RUST_LOG` syntax (e.g. `info`, `warn,mediaserver_rs=debug`). Default: `MEDIASERVER_LOG`, else `warn,rtc=error,webrtc=error`. Process-wide. */
   logLevel?: string
   /** Receives each log record instead of stderr. Process-wide. */
   onLog?: (record: LogRecord) => void
   /** Largest `userInfo` accepted, in bytes of its JSON; past it `INVALID_ARGUMENT`. Default 16384. */
   maxUserInfoBytes?: number
   /**
-   * What carries the media. `'tasks'` (default): webrtc-rs's async connections, a port each.
-   * `'loops'` (experimental): media loop threads, each owning one UDP socket for every connection
-   * of the rooms placed on it, forwarding in-loop. Default: `MEDIASERVER_ENGINE`, else `'tasks'`.
+   * What carries the media. `'loops'` (default): media loop threads, each owning one UDP socket
+   * for every connection of the rooms placed on it, forwarding in-loop. `'tasks'`: the earlier
+   * engine, webrtc-rs's async connections, a port each (kept while the loops settle; to be
+   * removed). Default: `MEDIASERVER_ENGINE`, else `'loops'`.
    */
   engine?: 'tasks' | 'loops'
-  /** With `engine: 'loops'`: how many loops (threads). Default: one per core. */
+  /** How many media loops (threads). Default: `MEDIASERVER_WORKERS`, else one per core. Refused with `engine: 'tasks'`. */
   workers?: number
 }
 
