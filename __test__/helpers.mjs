@@ -233,11 +233,13 @@ const sources = new Set()
  * number of clients (tracks are shared between peer connections).
  */
 export class MediaSource {
-  constructor ({ width = 320, height = 240, fps = 30, toneHz = 440, audio = true, video = true } = {}) {
+  constructor ({ width = 320, height = 240, fps = 30, toneHz = 440, amplitude = 8000, audio = true, video = true } = {}) {
     this.width = width
     this.height = height
     this.fps = fps
     this.toneHz = toneHz
+    /** Peak of the tone, of 32767; may be changed while it plays. */
+    this.amplitude = amplitude
     this.closed = false
     this.videoSource = video ? new RTCVideoSource() : null
     this.audioSource = audio ? new RTCAudioSource() : null
@@ -311,7 +313,7 @@ export class MediaSource {
     const s = this._samples
     const w = 2 * Math.PI * this.toneHz / 48000
     for (let i = 0; i < 480; i++) {
-      s[i] = Math.round(Math.sin(w * (this._sampleIndex + i)) * 8000)
+      s[i] = Math.round(Math.sin(w * (this._sampleIndex + i)) * this.amplitude)
     }
     this._sampleIndex += 480
     try {

@@ -944,8 +944,8 @@ function checkConnectionStats (p, w, c) {
   if (!['upstream', 'downstream'].includes(c?.direction)) p.push(`${w}.direction ${c?.direction}`)
   if (!STATES.has(c?.state)) p.push(`${w}.state ${c?.state}`)
   const t = c?.transport
-  checkKeys(p, `${w}.transport`, t, ['packetsSent', 'packetsReceived', 'bytesSent', 'bytesReceived', 'bitrateSent', 'bitrateReceived', 'selectedCandidatePair'])
-  for (const k of ['packetsSent', 'packetsReceived', 'bytesSent', 'bytesReceived', 'bitrateSent', 'bitrateReceived']) if (!num(t?.[k])) p.push(`${w}.transport.${k} is not a number`)
+  checkKeys(p, `${w}.transport`, t, ['packetsSent', 'packetsDropped', 'packetsReceived', 'bytesSent', 'bytesReceived', 'bitrateSent', 'bitrateReceived', 'selectedCandidatePair'])
+  for (const k of ['packetsSent', 'packetsDropped', 'packetsReceived', 'bytesSent', 'bytesReceived', 'bitrateSent', 'bitrateReceived']) if (!num(t?.[k])) p.push(`${w}.transport.${k} is not a number`)
   const pair = t?.selectedCandidatePair
   if (pair != null) {
     checkKeys(p, `${w}.transport.selectedCandidatePair`, pair, ['local', 'remote', 'roundTripTime', 'availableOutgoingBitrate'])

@@ -39,7 +39,7 @@ fn parse_json<'env>(env: &Env, text: &str) -> napi::Result<Unknown<'env>> {
 }
 
 /// The event names `on()` takes.
-const EVENTS: [&str; 4] = ["connectionstatechange", "constraintschange", "roomclosed", "offertimeout"];
+const EVENTS: [&str; 6] = ["connectionstatechange", "constraintschange", "roomclosed", "offertimeout", "activespeaker", "audiolevels"];
 
 /// Event listeners, shared between the JS thread (which adds and removes them) and the
 /// runtime threads that emit. The lock is held only to copy or edit the list.

@@ -167,6 +167,8 @@ export interface MediaServerOptions {
    * removed). Default: `MEDIASERVER_ENGINE`, else `'loops'`.
    */
   engine?: 'tasks' | 'loops'
+  /** Emit an `audiolevels` event per room this often (20 to 60000 ms); absent or `null`: never. Media loops only. */
+  audioLevelIntervalMs?: number | null
   /** How many media loops (threads). Default: `MEDIASERVER_WORKERS`, else one per core. Refused with `engine: 'tasks'`. */
   workers?: number
 }
@@ -225,7 +227,27 @@ export interface OfferTimeoutEvent {
   timeoutMs: number
 }
 
-export type MediaServerEvent = ConnectionStateChangeEvent | ConstraintsChangeEvent | RoomClosedEvent | OfferTimeoutEvent
+/**
+ * A room's dominant speaker changed. Decided from the audio levels producers send in their
+ * packets (RFC 6464, negotiated with every producer; nothing is decoded), with hysteresis: a
+ * user must be the loudest, speaking, and 6 dB above the current speaker for 400 ms, over a
+ * one-second mean, so a cough or a short burst does not move it.
+ */
+export interface ActiveSpeakerEvent {
+  type: 'activespeaker'
+  roomId: string
+  userId: string
+}
+
+/** With `audioLevelIntervalMs`: each producer's mean audio level over the interval. */
+export interface AudioLevelsEvent {
+  type: 'audiolevels'
+  roomId: string
+  /** dBov: -127 is silence (or no audio in the interval), 0 the loudest. */
+  levels: Array<{ userId: string; level: number }>
+}
+
+export type MediaServerEvent = ConnectionStateChangeEvent | ConstraintsChangeEvent | RoomClosedEvent | OfferTimeoutEvent | ActiveSpeakerEvent | AudioLevelsEvent
 export type MediaServerEventName = MediaServerEvent['type']
 
 export interface CandidateStats {

@@ -300,7 +300,7 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
     use std::net::IpAddr;
     use std::time::Duration;
 
-    const KEYS: [&str; 13] = [
+    const KEYS: [&str; 14] = [
         "listenIp",
         "announcedIp",
         "listenIps",
@@ -314,6 +314,7 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
         "maxUserInfoBytes",
         "engine",
         "workers",
+        "audioLevelIntervalMs",
     ];
     let mut options = super::ServerOptions::default();
     let map = match value {
@@ -396,6 +397,12 @@ pub fn parse_server_options(value: Option<&Value>, extra_keys: &[&str]) -> SfuRe
     };
     if let Some(max) = count("maxUserInfoBytes")? {
         options.max_user_info_bytes = usize::try_from(max).unwrap_or(usize::MAX);
+    }
+    if let Some(ms) = count("audioLevelIntervalMs")? {
+        if !(20..=60_000).contains(&ms) {
+            return Err(SfuError::InvalidArgument(format!("audioLevelIntervalMs must be 20 to 60000, got {ms}")));
+        }
+        options.audio_level_interval = Some(Duration::from_millis(ms));
     }
     let workers = count("workers")?;
     match get("engine").map(|v| v.as_str()) {

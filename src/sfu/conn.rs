@@ -56,6 +56,7 @@ impl Engine {
         range: Option<(u16, u16)>,
         tcp: bool,
         totals: Arc<ForwardTotals>,
+        audio_levels: Option<std::time::Duration>,
     ) -> SfuResult<Self> {
         let ips = expand_wildcards(ips);
         let mut loops = Vec::with_capacity(workers);
@@ -70,7 +71,7 @@ impl Engine {
                     None => 0,
                 };
                 let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
-                let handler = SfuHandler::new(totals.clone());
+                let handler = SfuHandler::new(totals.clone(), audio_levels);
                 match MediaLoop::spawn_with(&name, &addrs, tcp, handler) {
                     Ok(lp) => break lp,
                     Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && ports.is_some() => continue,
@@ -154,6 +155,14 @@ struct ReportState(Arc<StateReport>);
 impl PeerObserver for ReportState {
     fn on_state(&self, state: ConnectionState) {
         self.0.report(state);
+    }
+
+    fn label(&self) -> Option<&ConnectionLabel> {
+        Some(&self.0.label)
+    }
+
+    fn emit(&self, event: super::events::ServerEvent) {
+        self.0.emit(event);
     }
 }
 

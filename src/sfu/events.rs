@@ -66,6 +66,33 @@ pub enum ServerEvent {
     /// `produce` of that producer offers the consumer a new one.
     #[serde(rename = "offertimeout", rename_all = "camelCase")]
     OfferTimeout { room_id: String, user_id: String, producer_id: String, timeout_ms: u64 },
+    /// The room's dominant speaker changed to `user_id`, by the audio levels its producers send
+    /// (RFC 6464).
+    #[serde(rename = "activespeaker", rename_all = "camelCase")]
+    ActiveSpeaker { room_id: String, user_id: String },
+    /// Every `audioLevelIntervalMs`: each producer's mean audio level over the interval, in
+    /// dBov (-127 silence, 0 the loudest).
+    #[serde(rename = "audiolevels", rename_all = "camelCase")]
+    AudioLevels {
+        room_id: String,
+        #[serde(serialize_with = "serialize_levels")]
+        levels: Vec<(String, i32)>,
+    },
+}
+
+fn serialize_levels<S: serde::Serializer>(levels: &[(String, i32)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Level<'a> {
+        user_id: &'a str,
+        level: i32,
+    }
+    let mut seq = s.serialize_seq(Some(levels.len()))?;
+    for (user_id, level) in levels {
+        seq.serialize_element(&Level { user_id, level: *level })?;
+    }
+    seq.end()
 }
 
 impl ServerEvent {
@@ -76,6 +103,8 @@ impl ServerEvent {
             ServerEvent::ConstraintsChange { .. } => "constraintschange",
             ServerEvent::RoomClosed { .. } => "roomclosed",
             ServerEvent::OfferTimeout { .. } => "offertimeout",
+            ServerEvent::ActiveSpeaker { .. } => "activespeaker",
+            ServerEvent::AudioLevels { .. } => "audiolevels",
         }
     }
 }
@@ -148,6 +177,15 @@ mod tests {
         assert_eq!(
             serde_json::to_value(timeout).unwrap(),
             json!({"type": "offertimeout", "roomId": "r", "userId": "c", "producerId": "p", "timeoutMs": 30000})
+        );
+        let speaker = ServerEvent::ActiveSpeaker { room_id: "r".into(), user_id: "a".into() };
+        assert_eq!(speaker.name(), "activespeaker");
+        assert_eq!(serde_json::to_value(speaker).unwrap(), json!({"type": "activespeaker", "roomId": "r", "userId": "a"}));
+        let levels = ServerEvent::AudioLevels { room_id: "r".into(), levels: vec![("a".into(), -20), ("b".into(), -127)] };
+        assert_eq!(levels.name(), "audiolevels");
+        assert_eq!(
+            serde_json::to_value(levels).unwrap(),
+            json!({"type": "audiolevels", "roomId": "r", "levels": [{"userId": "a", "level": -20}, {"userId": "b", "level": -127}]})
         );
     }
 }

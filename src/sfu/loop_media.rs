@@ -17,12 +17,14 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
-use super::events::ConnectionState;
+use super::events::{ConnectionLabel, ConnectionState, ServerEvent};
 use super::sdp::Kind;
+use super::peer::AUDIO_LEVEL_URI;
 use super::stats::ForwardTotals;
 use crate::engine::media_loop::{LoopHandler, PeerId, Peers};
 use crate::media::history::PacketHistory;
 use crate::media::rewrite::Rewrite;
+use crate::media::speaker::SpeakerDetector;
 
 /// Keyframe requests to one producer are at most this frequent; extra ones are coalesced into
 /// one sent when the interval ends.
@@ -32,9 +34,16 @@ const TOTALS_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// Video packets a producer stream keeps for its consumers' NACKs: about 1.5 s at 2.5 Mbit/s.
 const HISTORY_PACKETS: u16 = 512;
 
-/// Hears a connection's state changes (the control plane's side of a connection).
+/// The control plane's side of a connection: hears its state changes, names its room and
+/// user, and carries the room's events the loop decides (the active speaker).
 pub trait PeerObserver: Send + Sync + 'static {
     fn on_state(&self, state: ConnectionState);
+
+    fn label(&self) -> Option<&ConnectionLabel> {
+        None
+    }
+
+    fn emit(&self, _event: ServerEvent) {}
 }
 
 enum Role {
@@ -101,6 +110,8 @@ struct Stream {
     outputs: Vec<Output>,
     /// Recent packets for the consumers' NACKs (video only: audio negotiates none).
     history: Option<PacketHistory>,
+    /// The id the producer gave the audio-level header extension (RFC 6464), if negotiated.
+    audio_level: Option<u8>,
     last_keyframe_request: Option<Instant>,
     /// When a keyframe was asked for and not yet requested from the producer.
     keyframe_pending: Option<Instant>,
@@ -116,6 +127,7 @@ impl Stream {
             muted: false,
             outputs: Vec::new(),
             history: (kind == Kind::Video).then(|| PacketHistory::new(HISTORY_PACKETS)),
+            audio_level: None,
             last_keyframe_request: None,
             keyframe_pending: None,
         }
@@ -137,18 +149,39 @@ impl Stream {
     }
 }
 
+/// What a room's producers' audio levels say: who speaks, and how loud each is.
+struct RoomAudio {
+    detector: SpeakerDetector<Arc<str>>,
+    /// A connection of the room, to emit its events through.
+    observer: Arc<dyn PeerObserver>,
+    /// When the next `audiolevels` event is due (with `audioLevelIntervalMs`).
+    next_levels: Option<Instant>,
+}
+
 /// The SFU state of one loop.
 pub struct SfuHandler {
     peers: HashMap<PeerId, PeerEntry>,
     streams: HashMap<(PeerId, Kind), Stream>,
+    /// Each room's audio levels and dominant speaker, by room id.
+    rooms: HashMap<Arc<str>, RoomAudio>,
+    /// How often to report the rooms' audio levels (`audiolevels`), if at all.
+    audio_levels: Option<Duration>,
     totals: Arc<ForwardTotals>,
     unflushed: (u64, u64),
     last_flush: Instant,
 }
 
 impl SfuHandler {
-    pub fn new(totals: Arc<ForwardTotals>) -> Self {
-        Self { peers: HashMap::new(), streams: HashMap::new(), totals, unflushed: (0, 0), last_flush: Instant::now() }
+    pub fn new(totals: Arc<ForwardTotals>, audio_levels: Option<Duration>) -> Self {
+        Self {
+            peers: HashMap::new(),
+            streams: HashMap::new(),
+            rooms: HashMap::new(),
+            audio_levels,
+            totals,
+            unflushed: (0, 0),
+            last_flush: Instant::now(),
+        }
     }
 
     pub fn add_upstream(&mut self, id: PeerId, observer: Arc<dyn PeerObserver>) {
@@ -164,20 +197,28 @@ impl SfuHandler {
 
     /// Forgets a connection: a producer's streams, or a consumer's outputs.
     pub fn remove_peer(&mut self, id: PeerId) {
-        match self.peers.remove(&id).map(|p| p.role) {
-            Some(Role::Upstream) => {
+        let Some(entry) = self.peers.remove(&id) else { return };
+        match entry.role {
+            Role::Upstream => {
                 for kind in Kind::ALL {
                     self.streams.remove(&(id, kind));
                 }
+                if let Some(label) = entry.observer.label() {
+                    if let Some(room) = self.rooms.get_mut(&label.room_id) {
+                        room.detector.remove(&label.user_id);
+                        if room.detector.is_empty() {
+                            self.rooms.remove(&label.room_id);
+                        }
+                    }
+                }
             }
-            Some(Role::Downstream { producer, .. }) => {
+            Role::Downstream { producer, .. } => {
                 for kind in Kind::ALL {
                     if let Some(stream) = self.streams.get_mut(&(producer, kind)) {
                         stream.outputs.retain(|o| o.consumer != id);
                     }
                 }
             }
-            None => {}
         }
     }
 
@@ -243,6 +284,23 @@ impl SfuHandler {
                 history.clear();
             }
             stream.source_ssrc = Some(packet.header.ssrc);
+        }
+        if let (Some(id), false) = (stream.audio_level, stream.muted) {
+            // The level is the extension's low 7 bits (the top one is voice activity).
+            if let Some(level) = packet.header.get_extension(id).and_then(|v| v.first().map(|b| b & 0x7f)) {
+                if let Some(entry) = self.peers.get(&producer) {
+                    if let Some(label) = entry.observer.label() {
+                        let room = self.rooms.entry(label.room_id.clone()).or_insert_with(|| RoomAudio {
+                            detector: SpeakerDetector::default(),
+                            observer: entry.observer.clone(),
+                            next_levels: self.audio_levels.map(|interval| now + interval),
+                        });
+                        if let Some(user) = room.detector.packet(&label.user_id, level, now) {
+                            entry.observer.emit(ServerEvent::ActiveSpeaker { room_id: label.room_id.to_string(), user_id: user.to_string() });
+                        }
+                    }
+                }
+            }
         }
         if stream.muted || stream.outputs.is_empty() {
             return;
@@ -362,15 +420,23 @@ impl LoopHandler for SfuHandler {
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 let Some(pc) = peers.get_mut(from) else { return };
-                let Some(receiver) = pc.rtp_receiver(init.receiver_id) else { return };
+                let Some(mut receiver) = pc.rtp_receiver(init.receiver_id) else { return };
                 let kind = match receiver.track().kind() {
                     RtpCodecKind::Audio => Kind::Audio,
                     RtpCodecKind::Video => Kind::Video,
                     _ => return,
                 };
+                let audio_level = receiver
+                    .get_parameters()
+                    .rtp_parameters
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == AUDIO_LEVEL_URI)
+                    .and_then(|e| u8::try_from(e.id).ok());
                 if let Some(stream) = self.streams.get_mut(&(from, kind)) {
                     stream.track = Some((init.track_id.to_string(), init.receiver_id));
                     stream.source_ssrc = None;
+                    stream.audio_level = audio_level.filter(|_| kind == Kind::Audio);
                 }
             }
             _ => {}
@@ -380,12 +446,20 @@ impl LoopHandler for SfuHandler {
     fn poll_timeout(&self) -> Option<Instant> {
         let keyframes = self.streams.values().filter_map(Stream::keyframe_due).min();
         let flush = (self.unflushed.0 > 0).then(|| self.last_flush + TOTALS_FLUSH_INTERVAL);
-        keyframes.into_iter().chain(flush).min()
+        let levels = self.rooms.values().filter_map(|r| r.next_levels).min();
+        keyframes.into_iter().chain(flush).chain(levels).min()
     }
 
     fn handle_timeout(&mut self, peers: &mut Peers, now: Instant) {
         if self.unflushed.0 > 0 && now >= self.last_flush + TOTALS_FLUSH_INTERVAL {
             self.flush_totals(now);
+        }
+        if let Some(interval) = self.audio_levels {
+            for (room_id, room) in self.rooms.iter_mut().filter(|(_, r)| r.next_levels.is_some_and(|t| t <= now)) {
+                room.next_levels = Some(now + interval);
+                let levels = room.detector.take_levels().into_iter().map(|(user, level)| (user.to_string(), level)).collect();
+                room.observer.emit(ServerEvent::AudioLevels { room_id: room_id.to_string(), levels });
+            }
         }
         for (&(producer, _), stream) in self.streams.iter_mut() {
             if stream.keyframe_due().is_none_or(|t| t > now) {

@@ -66,6 +66,8 @@ pub struct ServerOptions {
     /// `None`: offers wait for their answers forever.
     pub offer_timeout: Option<Duration>,
     pub max_user_info_bytes: usize,
+    /// Report each room's audio levels this often (`audiolevels` events); `None`: never.
+    pub audio_level_interval: Option<Duration>,
     /// Run the connections on media loops (`Some(workers)`, the default: one per core), or on
     /// webrtc-rs's async engine (`None`, `engine: 'tasks'`).
     pub engine: Option<usize>,
@@ -86,6 +88,7 @@ impl Default for ServerOptions {
             limits: Limits::default(),
             offer_timeout: Some(DEFAULT_OFFER_TIMEOUT),
             max_user_info_bytes: DEFAULT_MAX_USER_INFO_BYTES,
+            audio_level_interval: None,
             engine: Some(default_workers()),
         }
     }
@@ -184,7 +187,7 @@ impl MediaServerCore {
                     Some(port) => Some((port, port)),
                     None => options.port_range,
                 };
-                let engine = conn::Engine::start(workers, &ips, range, options.tcp, forwarded.clone())?;
+                let engine = conn::Engine::start(workers, &ips, range, options.tcp, forwarded.clone(), options.audio_level_interval)?;
                 (None, Some(Arc::new(engine)))
             }
             None => (options.udp_port.map(|port| UdpMux::bind(&ips, port)).transpose()?, None),

@@ -233,6 +233,11 @@ impl StateReport {
         Self { label, sink, closed: AtomicBool::new(false), last: Mutex::new(ConnectionState::New) }
     }
 
+    /// Sends an event of this connection's room.
+    pub(crate) fn emit(&self, event: super::events::ServerEvent) {
+        (self.sink)(event);
+    }
+
     pub(crate) fn last(&self) -> ConnectionState {
         *self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -360,15 +365,18 @@ impl Interceptor for RtcpTap {
 pub(crate) fn interceptors_for(direction: Direction, engine: &mut MediaEngine) -> rtc::shared::error::Result<Registry> {
     configure_simulcast_extension_headers(engine)?;
     Ok(match direction {
-        Direction::Upstream => configure_twcc_receiver_only(Registry::new(), engine)?
-            .with(
-                // webrtc-rs's generator does not count a packet recovered by RTX as received,
-                // so unbounded it asks for each lost packet every 100 ms until it leaves the
-                // window (~55 retransmissions per loss measured at 5% loss).
-                Slot::NackGenerator,
-                NackGeneratorBuilder::new().with_max_nacks_per_packet(3).build(),
-            )
-            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
+        Direction::Upstream => {
+            register_audio_level(engine)?;
+            configure_twcc_receiver_only(Registry::new(), engine)?
+                .with(
+                    // webrtc-rs's generator does not count a packet recovered by RTX as received,
+                    // so unbounded it asks for each lost packet every 100 ms until it leaves the
+                    // window (~55 retransmissions per loss measured at 5% loss).
+                    Slot::NackGenerator,
+                    NackGeneratorBuilder::new().with_max_nacks_per_packet(3).build(),
+                )
+                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+        }
         Direction::Downstream => Registry::new()
             .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
             .with(Slot::SenderReport, SenderReportBuilder::new().build())
@@ -394,6 +402,19 @@ pub(crate) fn loop_interceptors_for(direction: Direction, engine: &mut MediaEngi
         }
     }
 }
+
+/// Asks producers for the audio level of each packet (RFC 6464), which the active-speaker
+/// detection reads.
+fn register_audio_level(engine: &mut MediaEngine) -> rtc::shared::error::Result<()> {
+    engine.register_header_extension(
+        rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_owned() },
+        RtpCodecKind::Audio,
+        None,
+    )
+}
+
+/// The RFC 6464 header extension.
+pub(crate) const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// SRTP as every connection of the server negotiates it: AEAD-AES-GCM first (one pass on AES-NI
 /// and carry-less multiply, where AES-CM + HMAC-SHA1 takes two, the second without hardware
