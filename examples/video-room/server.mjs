@@ -32,6 +32,12 @@ export async function startDemo ({ host = '127.0.0.1', port = 3000, listenIp, an
   })
   /** roomId -> Map(userId -> ws) */
   const rooms = new Map()
+  // The room's dominant speaker, for every page of the room to highlight.
+  media.on('activespeaker', ({ roomId, userId }) => {
+    for (const socket of rooms.get(roomId)?.values() ?? []) {
+      if (socket.readyState === 1) socket.send(JSON.stringify({ type: 'speaker', id: userId }))
+    }
+  })
 
   const http = createServer(async (req, res) => {
     const path = new URL(req.url, 'http://x').pathname

@@ -210,6 +210,12 @@ const messages = {
     remote.constraints = constraints
     showConstraints(remote.tile.querySelector('.badges'), constraints)
   },
+  speaker ({ id }) {
+    state.speaker = id
+    for (const tile of document.querySelectorAll('.tile')) tile.classList.remove('speaking')
+    const tile = id === state.userId ? $('tile-local') : state.remotes.get(id)?.tile
+    tile?.classList.add('speaking')
+  },
   'producer-stopped' ({ from }) { closeRemote(from) },
   'peer-left' ({ id }) { closeRemote(id, { removeTile: true }) },
   stopped () {},
@@ -280,6 +286,8 @@ window.__demo = {
   get userId () { return state.userId },
   get joined () { return state.joined },
   get broadcasting () { return state.broadcasting },
+  /** The user the server last named the room's dominant speaker. */
+  get speaker () { return state.speaker ?? null },
   remoteIds: () => [...state.remotes.keys()],
   connections: () => ({
     upstream: state.upstream ? `${state.upstream.connectionState}/${state.upstream.iceConnectionState}` : null,
