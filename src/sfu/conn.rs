@@ -30,7 +30,7 @@ use super::events::{ConnectionLabel, ConnectionState, Direction};
 use super::forward::{spawn_keyframe_relay, Control, ForwarderHandle, Subscriber};
 use super::mux::random_ice_credentials;
 use super::peer::{
-    loop_interceptors_for, register_forwarded_codecs, srtp_settings, BudgetSlot, ConnectionCounter, NetworkConfig, Peer, StateReport,
+    loop_interceptors_for, register_forwarded_codecs, srtp_settings, BudgetSlot, ConnectionCounter, NetworkConfig, Peer, PeerContext, StateReport,
     ICE_ATTEMPTS, ICE_TIMEOUTS,
 };
 use super::sdp::{Codec, Kind};
@@ -184,9 +184,7 @@ fn no_peer(id: PeerId) -> SfuError {
 impl LoopConn {
     pub async fn open(
         placement: &Placement,
-        net: &NetworkConfig,
-        live: &Arc<ConnectionCounter>,
-        sink: &super::events::EventSink,
+        ctx: PeerContext<'_>,
         slot: BudgetSlot,
         label: ConnectionLabel,
         role: LoopRole,
@@ -194,7 +192,9 @@ impl LoopConn {
         let lp = placement.media_loop().clone();
         let id = placement.engine.next_peer.fetch_add(1, Ordering::Relaxed);
         let direction = label.direction;
-        let report = Arc::new(StateReport::new(label, sink.clone()));
+        let (net, live) = (ctx.net, ctx.live);
+        let report = Arc::new(StateReport::new(label, ctx.sink.clone(), ctx.states.clone()));
+        let totals = ctx.totals.clone();
         let observer: Arc<dyn PeerObserver> = Arc::new(ReportState(report.clone()));
         let tcp = net.tcp;
         let built = lp
@@ -202,7 +202,7 @@ impl LoopConn {
                 let internal = |what: &str, e: &dyn std::fmt::Display| SfuError::internal(what, e);
                 let mut engine = MediaEngine::default();
                 register_forwarded_codecs(&mut engine).map_err(|e| internal("registering codecs", &e))?;
-                let registry = loop_interceptors_for(direction, &mut engine).map_err(|e| internal("registering interceptors", &e))?;
+                let registry = loop_interceptors_for(direction, &mut engine, &totals).map_err(|e| internal("registering interceptors", &e))?;
                 let (ufrag, pwd) = random_ice_credentials();
                 let settings = srtp_settings(SettingEngineBuilder::new())
                     .with_include_loopback_candidate(true)

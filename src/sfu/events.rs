@@ -18,6 +18,22 @@ pub enum Direction {
     Downstream,
 }
 
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Upstream, Direction::Downstream];
+
+    /// The name events and metrics give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Upstream => "upstream",
+            Direction::Downstream => "downstream",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Why a room ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -40,6 +56,33 @@ pub enum ConnectionState {
     Disconnected,
     Failed,
     Closed,
+}
+
+impl ConnectionState {
+    pub const ALL: [ConnectionState; 6] = [
+        ConnectionState::New,
+        ConnectionState::Connecting,
+        ConnectionState::Connected,
+        ConnectionState::Disconnected,
+        ConnectionState::Failed,
+        ConnectionState::Closed,
+    ];
+
+    /// The name events and metrics give it (`RTCPeerConnection.connectionState`'s).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::New => "new",
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Connected => "connected",
+            ConnectionState::Disconnected => "disconnected",
+            ConnectionState::Failed => "failed",
+            ConnectionState::Closed => "closed",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -142,6 +185,18 @@ impl ConnectionLabel {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn metric_names_are_the_serialized_names_and_indexes_follow_all() {
+        for (i, d) in Direction::ALL.into_iter().enumerate() {
+            assert_eq!(serde_json::to_value(d).unwrap(), json!(d.as_str()));
+            assert_eq!(d.index(), i);
+        }
+        for (i, s) in ConnectionState::ALL.into_iter().enumerate() {
+            assert_eq!(serde_json::to_value(s).unwrap(), json!(s.as_str()));
+            assert_eq!(s.index(), i);
+        }
+    }
 
     #[test]
     fn events_serialize_as_plain_objects_with_a_type() {

@@ -33,7 +33,7 @@ use mux::UdpMux;
 use peer::{ConnectionBudget, ConnectionCounter, ListenAddr, NetworkConfig, PeerContext};
 use ports::PortPool;
 use room::{Command, Room, RoomLink};
-use stats::{ConnectionStats, ForwardTotals};
+use stats::{ConnectionStates, ConnectionStats, ForwardTotals};
 use view::RoomView;
 
 /// The default limit on one user's `userInfo`, serialised.
@@ -104,6 +104,8 @@ pub struct Shared {
     pub offer_timeout: Option<Duration>,
     pub events: EventSink,
     pub forwarded: Arc<ForwardTotals>,
+    /// Connections by direction and state, kept by their state reporters.
+    pub states: Arc<ConnectionStates>,
     pub max_user_info_bytes: usize,
     /// The media loops, when the server runs them (see `ServerOptions::engine`).
     pub engine: Option<Arc<conn::Engine>>,
@@ -111,7 +113,15 @@ pub struct Shared {
 
 impl Shared {
     pub fn peer_context(&self) -> PeerContext<'_> {
-        PeerContext { net: &self.net, ports: &self.ports, budget: &self.budget, live: &self.live, sink: &self.events }
+        PeerContext {
+            net: &self.net,
+            ports: &self.ports,
+            budget: &self.budget,
+            live: &self.live,
+            sink: &self.events,
+            states: &self.states,
+            totals: &self.forwarded,
+        }
     }
 }
 
@@ -208,6 +218,7 @@ impl MediaServerCore {
                 offer_timeout: options.offer_timeout,
                 events,
                 forwarded,
+                states: Arc::default(),
                 max_user_info_bytes: options.max_user_info_bytes,
                 engine,
             }),

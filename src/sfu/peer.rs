@@ -36,7 +36,7 @@ use super::events::{ConnectionLabel, ConnectionState, Direction, EventSink};
 use super::mux::{random_ice_credentials, UdpMux};
 use super::ports::{diagnose, BindError, BindRecorder, PortLease, PortPool};
 use super::sdp::{Codec, Kind};
-use super::stats::{connection_stats, ConnectionStats, RateMeter};
+use super::stats::{connection_stats, ConnectionStates, ConnectionStats, Feedback, ForwardTotals, RateMeter};
 
 /// An address connections bind, and what to announce instead of it (1:1 NAT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,17 +220,20 @@ pub trait PeerEvents: Send + Sync + 'static {
     fn on_state(&self, _state: ConnectionState) {}
 }
 
-/// Reports a connection's states to the backend, `closed` exactly once.
+/// Reports a connection's states to the backend, `closed` exactly once, and keeps the server's
+/// count of connections by state (`metrics()`) in step with what it reports.
 pub(crate) struct StateReport {
     pub(crate) label: ConnectionLabel,
     sink: EventSink,
+    states: Arc<ConnectionStates>,
     closed: AtomicBool,
     last: Mutex<ConnectionState>,
 }
 
 impl StateReport {
-    pub(crate) fn new(label: ConnectionLabel, sink: EventSink) -> Self {
-        Self { label, sink, closed: AtomicBool::new(false), last: Mutex::new(ConnectionState::New) }
+    pub(crate) fn new(label: ConnectionLabel, sink: EventSink, states: Arc<ConnectionStates>) -> Self {
+        states.opened(label.direction);
+        Self { label, sink, states, closed: AtomicBool::new(false), last: Mutex::new(ConnectionState::New) }
     }
 
     /// Sends an event of this connection's room.
@@ -243,13 +246,17 @@ impl StateReport {
     }
 
     pub(crate) fn report(&self, state: ConnectionState) {
-        if state == ConnectionState::Closed && self.closed.swap(true, Ordering::AcqRel) {
-            return;
+        // Checked and changed under the lock, so that the state, the counts and the order of the
+        // events agree whichever threads report.
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(Ordering::Acquire) {
+            return; // `closed` was reported: it is the last word (late news, or a second close)
         }
-        if self.closed.load(Ordering::Acquire) && state != ConnectionState::Closed {
-            return; // late news from a connection we already reported closed
+        if state == ConnectionState::Closed {
+            self.closed.store(true, Ordering::Release);
         }
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        self.states.moved(self.label.direction, *last, state);
+        *last = state;
         match state {
             ConnectionState::Failed | ConnectionState::Disconnected => tracing::warn!(
                 room = %self.label.room_id, user = %self.label.user_id, producer = %self.label.producer_id,
@@ -261,6 +268,16 @@ impl StateReport {
             ),
         }
         (self.sink)(self.label.state_event(state));
+    }
+}
+
+impl Drop for StateReport {
+    fn drop(&mut self) {
+        // A connection given up before it was ever closed (its port could not be had) leaves
+        // the counts too.
+        if !self.closed.load(Ordering::Acquire) {
+            self.states.dropped(self.label.direction, self.last());
+        }
     }
 }
 
@@ -307,13 +324,30 @@ impl<E: PeerEvents> PeerConnectionEventHandler for Handler<E> {
     }
 }
 
-/// Passes consumers' keyframe requests (PLI, FIR) to the application, where the SFU relays them
-/// to the producer, and on a media loop their NACKs too, which the loop answers from the
-/// producer's shared history; every other inbound RTCP packet stays with the interceptors.
+/// Counts the RTCP feedback of a connection (`metrics()`). On a downstream, it counts what the
+/// consumer sends and passes its keyframe requests (PLI, FIR) to the application, where the SFU
+/// relays them to the producer, and on a media loop its NACKs too, which the loop answers from
+/// the producer's shared history; every other inbound RTCP packet stays with the interceptors.
+/// On an upstream, it counts the NACKs and PLIs the server sends the producer.
 struct RtcpTap {
-    nacks: bool,
+    side: TapSide,
+    totals: Arc<ForwardTotals>,
     read: std::collections::VecDeque<TaggedPacket>,
     write: std::collections::VecDeque<TaggedPacket>,
+}
+
+#[derive(Clone, Copy)]
+enum TapSide {
+    /// Reads the consumer's feedback; `nacks`: hands its NACKs to the application.
+    Downstream { nacks: bool },
+    /// Sees the feedback written to the producer.
+    Upstream,
+}
+
+impl RtcpTap {
+    fn new(side: TapSide, totals: &Arc<ForwardTotals>) -> Self {
+        Self { side, totals: totals.clone(), read: Default::default(), write: Default::default() }
+    }
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
@@ -324,11 +358,22 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
     type Time = std::time::Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            if packets.iter().any(|p| {
+        if let (TapSide::Downstream { nacks }, Packet::Rtcp(packets)) = (self.side, &msg.message.packet) {
+            let mut deliver = false;
+            for p in packets {
                 let any = p.as_any();
-                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() || (self.nacks && any.is::<TransportLayerNack>())
-            }) {
+                if any.is::<PictureLossIndication>() {
+                    self.totals.feedback(Feedback::PliReceived);
+                    deliver = true;
+                } else if any.is::<FullIntraRequest>() {
+                    self.totals.feedback(Feedback::FirReceived);
+                    deliver = true;
+                } else if any.is::<TransportLayerNack>() {
+                    self.totals.feedback(Feedback::NackReceived);
+                    deliver |= nacks;
+                }
+            }
+            if deliver {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
@@ -341,6 +386,16 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let (TapSide::Upstream, Packet::Rtcp(packets)) = (self.side, &msg.message.packet) {
+            for p in packets {
+                let any = p.as_any();
+                if any.is::<TransportLayerNack>() {
+                    self.totals.feedback(Feedback::NackSent);
+                } else if any.is::<PictureLossIndication>() {
+                    self.totals.feedback(Feedback::PliSent);
+                }
+            }
+        }
         self.write.push_back(msg);
         Ok(())
     }
@@ -361,8 +416,13 @@ impl Interceptor for RtcpTap {
 /// producer for lost packets (NACK), reports reception, and feeds transport-wide congestion
 /// control back so the producer's bandwidth estimate ramps up. A downstream sends: it answers
 /// the consumer's NACKs from its history, sends sender reports, and taps keyframe requests.
-/// Neither carries the other's (each stage costs every packet a pass).
-pub(crate) fn interceptors_for(direction: Direction, engine: &mut MediaEngine) -> rtc::shared::error::Result<Registry> {
+/// Neither carries the other's (each stage costs every packet a pass). Both count their RTCP
+/// feedback into `totals`.
+pub(crate) fn interceptors_for(
+    direction: Direction,
+    engine: &mut MediaEngine,
+    totals: &Arc<ForwardTotals>,
+) -> rtc::shared::error::Result<Registry> {
     configure_simulcast_extension_headers(engine)?;
     Ok(match direction {
         Direction::Upstream => {
@@ -376,6 +436,9 @@ pub(crate) fn interceptors_for(direction: Direction, engine: &mut MediaEngine) -
                     NackGeneratorBuilder::new().with_max_nacks_per_packet(3).build(),
                 )
                 .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+                // Wire-ward of every generator (the NACK generator is 7_000), so each RTCP
+                // packet on its way to the producer passes it; it only observes.
+                .with(Slot::from(6_900), RtcpTap::new(TapSide::Upstream, totals))
         }
         Direction::Downstream => Registry::new()
             .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
@@ -383,7 +446,7 @@ pub(crate) fn interceptors_for(direction: Direction, engine: &mut MediaEngine) -
             .with(
                 // Last in the chain, so every interceptor has seen the RTCP before it is tapped.
                 Slot::from(14_000),
-                RtcpTap { nacks: false, read: Default::default(), write: Default::default() },
+                RtcpTap::new(TapSide::Downstream { nacks: false }, totals),
             ),
     })
 }
@@ -391,14 +454,18 @@ pub(crate) fn interceptors_for(direction: Direction, engine: &mut MediaEngine) -
 /// The interceptors of a connection on a media loop: as [`interceptors_for`], but a downstream
 /// keeps no packets of its own for NACKs: its tap hands them to the loop, which answers them
 /// from the producer's shared history.
-pub(crate) fn loop_interceptors_for(direction: Direction, engine: &mut MediaEngine) -> rtc::shared::error::Result<Registry> {
+pub(crate) fn loop_interceptors_for(
+    direction: Direction,
+    engine: &mut MediaEngine,
+    totals: &Arc<ForwardTotals>,
+) -> rtc::shared::error::Result<Registry> {
     match direction {
-        Direction::Upstream => interceptors_for(direction, engine),
+        Direction::Upstream => interceptors_for(direction, engine, totals),
         Direction::Downstream => {
             configure_simulcast_extension_headers(engine)?;
             Ok(Registry::new()
                 .with(Slot::SenderReport, SenderReportBuilder::new().build())
-                .with(Slot::from(14_000), RtcpTap { nacks: true, read: Default::default(), write: Default::default() }))
+                .with(Slot::from(14_000), RtcpTap::new(TapSide::Downstream { nacks: true }, totals)))
         }
     }
 }
@@ -482,6 +549,8 @@ pub struct PeerContext<'a> {
     pub budget: &'a ConnectionBudget,
     pub live: &'a Arc<ConnectionCounter>,
     pub sink: &'a EventSink,
+    pub states: &'a Arc<ConnectionStates>,
+    pub totals: &'a Arc<ForwardTotals>,
 }
 
 /// Builds a connection in the place `slot` holds for it in the connection budget.
@@ -494,17 +563,13 @@ pub async fn build_peer<E: PeerEvents>(
     let net = ctx.net;
     let direction = label.direction;
     let (gathering_done, gathering) = watch::channel(false);
-    let report = Arc::new(StateReport {
-        label,
-        sink: ctx.sink.clone(),
-        closed: AtomicBool::new(false),
-        last: Mutex::new(ConnectionState::New),
-    });
+    let report = Arc::new(StateReport::new(label, ctx.sink.clone(), ctx.states.clone()));
     ctx.live.0.fetch_add(1, Ordering::Relaxed);
     let handler = &Arc::new(Handler { gathering_done, events, report: report.clone(), live: ctx.live.clone() });
     // Lease by binding: the connection's own bind is the check that its port is free; a port
     // another process holds is set aside and the next one tried (see `ports`).
-    let (port, pc) = ctx.ports.open(|port| open_peer(net, ctx.ports, direction, port, handler)).await?;
+    let totals = ctx.totals;
+    let (port, pc) = ctx.ports.open(|port| open_peer(net, ctx.ports, direction, totals, port, handler)).await?;
     Ok(Peer {
         pc,
         gathering,
@@ -523,6 +588,7 @@ async fn open_peer<E: PeerEvents>(
     net: &NetworkConfig,
     ports: &PortPool,
     direction: Direction,
+    totals: &Arc<ForwardTotals>,
     port: u16,
     handler: &Arc<Handler<E>>,
 ) -> Result<Arc<dyn PeerConnection>, BindError> {
@@ -530,7 +596,7 @@ async fn open_peer<E: PeerEvents>(
     let mut media_engine = MediaEngine::default();
     register_forwarded_codecs(&mut media_engine).map_err(|e| internal("registering codecs", &e))?;
     let registry =
-        interceptors_for(direction, &mut media_engine).map_err(|e| internal("registering interceptors", &e))?;
+        interceptors_for(direction, &mut media_engine, totals).map_err(|e| internal("registering interceptors", &e))?;
 
     let mut settings = srtp_settings(SettingEngineBuilder::new())
         .with_include_loopback_candidate(true)

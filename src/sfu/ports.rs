@@ -331,7 +331,7 @@ impl Runtime for BindRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sfu::events::{discard, ConnectionLabel, Direction};
+    use crate::sfu::events::{discard, ConnectionLabel, ConnectionState, Direction};
     use crate::sfu::peer::{build_peer, ConnectionBudget, ConnectionCounter, ListenAddr, NetworkConfig, Peer, PeerContext, PeerEvents};
     use std::net::Ipv4Addr;
 
@@ -423,6 +423,8 @@ mod tests {
         budget: ConnectionBudget,
         live: Arc<ConnectionCounter>,
         sink: crate::sfu::events::EventSink,
+        states: Arc<crate::sfu::stats::ConnectionStates>,
+        totals: Arc<crate::sfu::stats::ForwardTotals>,
     }
 
     impl Server {
@@ -437,11 +439,21 @@ mod tests {
                 budget: ConnectionBudget::new(None),
                 live: Arc::new(ConnectionCounter::default()),
                 sink: discard(),
+                states: Arc::default(),
+                totals: Arc::default(),
             }
         }
 
         async fn connect(&self) -> SfuResult<Peer> {
-            let ctx = PeerContext { net: &self.net, ports: &self.pool, budget: &self.budget, live: &self.live, sink: &self.sink };
+            let ctx = PeerContext {
+                net: &self.net,
+                ports: &self.pool,
+                budget: &self.budget,
+                live: &self.live,
+                sink: &self.sink,
+                states: &self.states,
+                totals: &self.totals,
+            };
             let label = ConnectionLabel { room_id: "r".into(), user_id: "u".into(), producer_id: "u".into(), direction: Direction::Upstream };
             let slot = self.budget.reserve(1)?.pop().expect("one slot reserved");
             build_peer(ctx, slot, label, NoEvents).await
@@ -464,11 +476,16 @@ mod tests {
         let second = server.connect().await.unwrap();
         assert_eq!(server.pool.leased(), [49521, 49522]);
         assert_eq!(server.budget.open(), 2, "the failed try left no connection counted");
+        let up = Direction::Upstream.index();
+        assert_eq!(server.states.read().now[up].iter().sum::<u64>(), 2, "two connections in the state counts");
         for p in [peer, second] {
             p.close().await;
         }
         assert_eq!(server.pool.in_use(), 0);
         assert_eq!(server.budget.open(), 0);
+        let states = server.states.read();
+        assert_eq!(states.now[up], [0; 6], "closed connections leave the state counts");
+        assert_eq!(states.entered[up][ConnectionState::Closed.index()], 2);
     }
 
     #[tokio::test]
@@ -494,6 +511,7 @@ mod tests {
         assert_eq!(err.code(), "RESOURCE_EXHAUSTED");
         assert!(err.to_string().contains("2 ports of portRange 49540-49541 in a row are held by other processes"), "{err}");
         assert_eq!((server.pool.in_use(), server.budget.open()), (0, 0));
+        assert_eq!(server.states.read().now, [[0; 6]; 2], "a connection never made leaves no state behind");
         // Both set aside: the next call fails at once, saying so.
         let err = server.connect().await.err().unwrap();
         assert!(err.to_string().contains("0 leased by this server, 2 held by other processes"), "{err}");

@@ -848,8 +848,7 @@ impl Room {
         let label = self.label(producer, producer, Direction::Upstream);
         let (peer, forward) = match &self.placement {
             Some(placement) => {
-                let ctx = self.shared.peer_context();
-                let conn = LoopConn::open(placement, ctx.net, ctx.live, ctx.sink, slot, label, LoopRole::Upstream).await?;
+                let conn = LoopConn::open(placement, self.shared.peer_context(), slot, label, LoopRole::Upstream).await?;
                 let forward = Forward::Loop { lp: placement.media_loop().clone(), producer: conn.id };
                 (Conn::Loop(conn), forward)
             }
@@ -888,9 +887,8 @@ impl Room {
         let label = self.label(consumer, &upstream.producer, Direction::Downstream);
         let peer = match (&self.placement, upstream.peer.loop_id()) {
             (Some(placement), Some(producer)) => {
-                let ctx = self.shared.peer_context();
                 let role = LoopRole::Downstream { producer };
-                Conn::Loop(LoopConn::open(placement, ctx.net, ctx.live, ctx.sink, slot, label, role).await?)
+                Conn::Loop(LoopConn::open(placement, self.shared.peer_context(), slot, label, role).await?)
             }
             _ => {
                 let events = DownstreamEvents { producer: upstream.forward.clone(), connected: connected.clone() };

@@ -13,11 +13,34 @@ use webrtc::peer_connection::{RTCStatsReport, RTCStatsReportEntry};
 use super::events::{ConnectionLabel, ConnectionState, Direction};
 use super::sdp::{Codec, Kind};
 
-/// Packets and bytes the forwarders wrote to consumers, over the server's life.
+/// Packets and bytes the forwarders wrote to consumers, and the RTCP feedback that went
+/// through the server, over the server's life.
 #[derive(Debug, Default)]
 pub struct ForwardTotals {
     packets: AtomicU64,
     bytes: AtomicU64,
+    feedback: [AtomicU64; Feedback::ALL.len()],
+}
+
+/// RTCP feedback the server counts, on every connection of either engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    /// A NACK from a consumer (on a downstream): packets it lost.
+    NackReceived,
+    /// A PLI from a consumer: it wants a keyframe.
+    PliReceived,
+    /// A FIR from a consumer: it wants a keyframe.
+    FirReceived,
+    /// A NACK to a producer (on an upstream): packets the server lost.
+    NackSent,
+    /// A PLI to a producer: the server relays its consumers' keyframe requests (coalesced) and
+    /// asks when a consumer joins or a producer unmutes.
+    PliSent,
+}
+
+impl Feedback {
+    pub const ALL: [Feedback; 5] =
+        [Feedback::NackReceived, Feedback::PliReceived, Feedback::FirReceived, Feedback::NackSent, Feedback::PliSent];
 }
 
 impl ForwardTotals {
@@ -28,6 +51,75 @@ impl ForwardTotals {
 
     pub fn read(&self) -> (u64, u64) {
         (self.packets.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
+    }
+
+    /// One RTCP feedback packet more of that kind.
+    pub fn feedback(&self, kind: Feedback) {
+        self.feedback[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn feedback_count(&self, kind: Feedback) -> u64 {
+        self.feedback[kind as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Connections by direction and state: how many are in each state now (until they close), and
+/// how many ever entered each state (`new` counts every connection made). Kept by each
+/// connection's state reporter, so it follows the same states the events report.
+#[derive(Debug, Default)]
+pub struct ConnectionStates {
+    now: [[AtomicU64; ConnectionState::ALL.len()]; Direction::ALL.len()],
+    entered: [[AtomicU64; ConnectionState::ALL.len()]; Direction::ALL.len()],
+}
+
+/// A reading of [`ConnectionStates`], indexed by `Direction::index` and `ConnectionState::index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionStateCounts {
+    pub now: [[u64; ConnectionState::ALL.len()]; Direction::ALL.len()],
+    pub entered: [[u64; ConnectionState::ALL.len()]; Direction::ALL.len()],
+}
+
+impl ConnectionStates {
+    /// A connection was made: it is `new`.
+    pub fn opened(&self, direction: Direction) {
+        let d = direction.index();
+        self.now[d][ConnectionState::New.index()].fetch_add(1, Ordering::Relaxed);
+        self.entered[d][ConnectionState::New.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection went from `from` to `to`; a closed one is no longer counted in any state.
+    pub fn moved(&self, direction: Direction, from: ConnectionState, to: ConnectionState) {
+        let d = direction.index();
+        self.entered[d][to.index()].fetch_add(1, Ordering::Relaxed);
+        if from == to {
+            return;
+        }
+        // Into the new state first: a reading in between counts the connection twice, never
+        // makes a count go below zero.
+        if to != ConnectionState::Closed {
+            self.now[d][to.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        if from != ConnectionState::Closed {
+            self.now[d][from.index()].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection went away without being reported closed (its reporter was dropped).
+    pub fn dropped(&self, direction: Direction, last: ConnectionState) {
+        if last != ConnectionState::Closed {
+            self.now[direction.index()][last.index()].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn read(&self) -> ConnectionStateCounts {
+        let mut counts = ConnectionStateCounts::default();
+        for d in 0..Direction::ALL.len() {
+            for s in 0..ConnectionState::ALL.len() {
+                counts.now[d][s] = self.now[d][s].load(Ordering::Relaxed);
+                counts.entered[d][s] = self.entered[d][s].load(Ordering::Relaxed);
+            }
+        }
+        counts
     }
 }
 
@@ -367,5 +459,38 @@ mod tests {
         totals.add(3, 3000);
         totals.add(1, 10);
         assert_eq!(totals.read(), (4, 3010));
+        totals.feedback(Feedback::PliSent);
+        totals.feedback(Feedback::PliSent);
+        totals.feedback(Feedback::NackReceived);
+        let counts: Vec<u64> = Feedback::ALL.iter().map(|f| totals.feedback_count(*f)).collect();
+        assert_eq!(counts, [1, 0, 0, 0, 2]);
+    }
+
+    #[test]
+    fn connection_states_follow_each_connection_until_it_closes() {
+        use ConnectionState::*;
+        let states = ConnectionStates::default();
+        let (up, down) = (Direction::Upstream.index(), Direction::Downstream.index());
+        states.opened(Direction::Upstream);
+        states.opened(Direction::Downstream);
+        states.opened(Direction::Downstream);
+        states.moved(Direction::Upstream, New, Connecting);
+        states.moved(Direction::Upstream, Connecting, Connected);
+        states.moved(Direction::Downstream, New, Connected);
+        let counts = states.read();
+        assert_eq!(counts.now[up], [0, 0, 1, 0, 0, 0]);
+        assert_eq!(counts.now[down], [1, 0, 1, 0, 0, 0]);
+        assert_eq!(counts.entered[up], [1, 1, 1, 0, 0, 0]);
+
+        states.moved(Direction::Downstream, Connected, Failed);
+        states.moved(Direction::Downstream, Failed, Closed);
+        // A reporter dropped without a close: its last state is let go.
+        states.dropped(Direction::Downstream, New);
+        // And one dropped after its close changes nothing.
+        states.dropped(Direction::Downstream, Closed);
+        let counts = states.read();
+        assert_eq!(counts.now[down], [0; 6], "nothing open downstream");
+        assert_eq!(counts.entered[down], [2, 0, 1, 0, 1, 1]);
+        assert_eq!(counts.now[up], [0, 0, 1, 0, 0, 0]);
     }
 }
