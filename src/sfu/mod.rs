@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod forward;
 pub mod loop_media;
+pub mod metrics;
 pub mod mux;
 pub mod peer;
 pub mod ports;
@@ -411,6 +412,15 @@ impl MediaServerCore {
         Ok(stats)
     }
 
+    /// `stats()`, the connections by state and the RTCP feedback counts, with the process's
+    /// figures when given, in the Prometheus text format (see [`metrics::render`]).
+    pub async fn metrics(&self, process: Option<&metrics::ProcessSample>) -> SfuResult<String> {
+        let stats = self.stats().await?;
+        let feedback = stats::Feedback::ALL.map(|kind| self.shared.forwarded.feedback_count(kind));
+        let snapshot = metrics::ServerSnapshot { stats, states: self.shared.states.read(), feedback };
+        Ok(metrics::render(&snapshot, process))
+    }
+
     /// Closes every room and connection, without waiting for a command in progress (it is
     /// cut short and rejects with `SERVER_CLOSED`). Later calls, a second `close` included,
     /// fail with `SERVER_CLOSED`.
@@ -545,5 +555,19 @@ mod tests {
         assert_eq!(code(s.create_room(None, None).await), "SERVER_CLOSED");
         assert_eq!(code(s.delete_room(&json!("r2")).await), "SERVER_CLOSED");
         assert_eq!(code(s.stats().await), "SERVER_CLOSED");
+        assert_eq!(code(s.metrics(None).await), "SERVER_CLOSED");
+    }
+
+    #[tokio::test]
+    async fn metrics_read_the_same_counts_as_stats() {
+        let s = server();
+        s.create_room(Some(&json!("m")), Some(&json!({"userId": "a"}))).await.unwrap();
+        s.add_user(&json!("m"), &json!("b"), None).await.unwrap();
+        let text = s.metrics(None).await.unwrap();
+        assert!(text.contains("\nmediaserver_rooms 1\n") && text.contains("\nmediaserver_users 2\n"), "{text}");
+        assert!(text.contains("mediaserver_connections{direction=\"upstream\",state=\"connected\"} 0\n"), "{text}");
+        assert!(!text.contains("process_"));
+        let process = metrics::ProcessSample { resident_memory_bytes: 123, ..Default::default() };
+        assert!(s.metrics(Some(&process)).await.unwrap().ends_with("process_resident_memory_bytes 123\n"));
     }
 }
