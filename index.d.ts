@@ -250,6 +250,17 @@ export interface AudioLevelsEvent {
 export type MediaServerEvent = ConnectionStateChangeEvent | ConstraintsChangeEvent | RoomClosedEvent | OfferTimeoutEvent | ActiveSpeakerEvent | AudioLevelsEvent
 export type MediaServerEventName = MediaServerEvent['type']
 
+/** The options of `metrics()`. */
+export interface MetricsOptions {
+  /**
+   * Include the process's figures (`process_*` CPU, memory, file descriptors and start time,
+   * `nodejs_heap_size_*_bytes`, `nodejs_external_memory_bytes`). Default `true`; `false` when the
+   * application exports them already (e.g. prom-client's `collectDefaultMetrics()`), so that the
+   * two texts can be served one after the other without a metric appearing twice.
+   */
+  process?: boolean
+}
+
 export interface CandidateStats {
   address: string
   port: number
@@ -422,6 +433,12 @@ export declare class MediaServer {
   getRoom(roomId: string | number): Promise<RoomView>
   /** Counts of rooms, users and connections held by this server, and what it forwarded. */
   stats(): Promise<ServerStats>
+  /**
+   * The server's metrics in the Prometheus text format (version 0.0.4): rooms, users,
+   * connections by direction and state, forwarded packets and bytes, NACKs and PLIs, ports in
+   * use, and the process's CPU and memory (left out with `{ process: false }`).
+   */
+  metrics(options?: MetricsOptions): Promise<string>
   /** Closes every connection and frees every port. Later calls reject with `SERVER_CLOSED`. */
   close(): Promise<void>
 }

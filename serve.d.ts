@@ -82,6 +82,9 @@ export declare function serve(options?: ServeOptions): Promise<HttpServerHandle>
 /** Whether `host` is `localhost`, in 127.0.0.0/8 or `::1`: what `serve()` binds without a token. */
 export declare function isLoopbackHost(host: string): boolean
 
+/** The `Content-Type` of `GET /metrics`: `'text/plain; version=0.0.4; charset=utf-8'`. */
+export declare const metricsContentType: 'text/plain; version=0.0.4; charset=utf-8'
+
 /** The HTTP status of each error code (the spec's error table). */
 export declare const httpStatus: Readonly<{
   INVALID_ARGUMENT: 400
@@ -192,6 +195,17 @@ export interface HttpRoutes {
     params: { room_id: string; user_id: string }
     body: undefined
     response: RoomStats
+  }
+  /**
+   * An extension, not in the spec: `media.metrics()`, for Prometheus to scrape. The one route
+   * whose 200 is not JSON: the Prometheus text format, `Content-Type: text/plain; version=0.0.4;
+   * charset=utf-8` (`metricsContentType`). Errors are JSON bodies as on every route; with a
+   * `token`, the scrape needs it too (Prometheus's `authorization: { credentials: … }`).
+   */
+  'GET /metrics': {
+    params: {}
+    body: undefined
+    response: string
   }
 }
 

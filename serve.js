@@ -33,6 +33,9 @@ const httpStatus = Object.freeze({
   INTERNAL: 500
 })
 
+/** The Content-Type of `GET /metrics`: Prometheus's text exposition format. */
+const metricsContentType = 'text/plain; version=0.0.4; charset=utf-8'
+
 /** Request bodies up to this size reach the addon (which rejects an SDP over 64 KiB itself). */
 const BODY_LIMIT = 1024 * 1024
 
@@ -239,6 +242,11 @@ function buildApp (media, token) {
   app.get('/rooms/:room_id/stats', async (request) => media.getStats(p(request).room_id))
   app.get('/rooms/:room_id/users/:user_id/stats', async (request) =>
     media.getStats(p(request).room_id, p(request).user_id))
+  // Prometheus scrapes this; with a token, give it as the scrape job's bearer credentials
+  app.get('/metrics', async (request, reply) => {
+    const text = await media.metrics()
+    return reply.type(metricsContentType).send(text)
+  })
   return app
 }
 
@@ -337,4 +345,4 @@ async function serve (options = {}) {
   }
 }
 
-module.exports = { serve, httpStatus, isLoopbackHost }
+module.exports = { serve, httpStatus, isLoopbackHost, metricsContentType }

@@ -2,7 +2,7 @@
 //! Everything else lives in [`crate::sfu`].
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use napi::bindgen_prelude::{
     FnArgs, FromNapiValue, Function, FunctionRef, JsObjectValue, JsValue, Object, PromiseRaw, This, ToNapiValue, Unknown,
@@ -17,6 +17,7 @@ use crate::logging::{self, LogRecord, LogSink};
 use crate::sfu::api::parse_server_options;
 use crate::sfu::error::{SfuError, SfuResult};
 use crate::sfu::events::{EventSink, ServerEvent};
+use crate::sfu::metrics::ProcessSample;
 use crate::sfu::MediaServerCore;
 
 /// A JS function called from runtime threads with one value, given as its JSON text. Weak: it
@@ -274,6 +275,59 @@ fn listener_args<'f>(
     // SAFETY: checked to be a function just above.
     let function: Function<'f, Unknown<'static>, ()> = unsafe { listener.cast() }.map_err(|e| throw(env, unreadable(env, "the listener", e)))?;
     Ok((event, function))
+}
+
+/// The start of this process, seconds since the Unix epoch: read once, so that it does not
+/// wobble with the clock from one scrape to the next.
+fn process_start_time(uptime: f64) -> f64 {
+    static START: OnceLock<f64> = OnceLock::new();
+    *START.get_or_init(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        ((now - uptime) * 1000.0).round() / 1000.0
+    })
+}
+
+/// What Node tells about this process: CPU time (`process.cpuUsage()`), memory
+/// (`process.memoryUsage()`) and uptime, read on the JS thread.
+fn process_sample(env: &Env) -> napi::Result<ProcessSample> {
+    let process: Object = env.get_global()?.get_named_property("process")?;
+    let cpu_usage: Function<(), Object> = process.get_named_property("cpuUsage")?;
+    let cpu = cpu_usage.apply(process, ())?;
+    let memory_usage: Function<(), Object> = process.get_named_property("memoryUsage")?;
+    let memory = memory_usage.apply(process, ())?;
+    let uptime: Function<(), f64> = process.get_named_property("uptime")?;
+    let uptime = uptime.apply(process, ())?;
+    let number = |object: &Object, key: &str| -> napi::Result<f64> { object.get_named_property::<f64>(key) };
+    let bytes = |key: &str| number(&memory, key).ok().filter(|v| v.is_finite() && *v >= 0.0).map(|v| v as u64);
+    Ok(ProcessSample {
+        cpu_user_micros: number(&cpu, "user")?.max(0.0) as u64,
+        cpu_system_micros: number(&cpu, "system")?.max(0.0) as u64,
+        start_time_seconds: process_start_time(uptime),
+        resident_memory_bytes: bytes("rss").unwrap_or(0),
+        heap_total_bytes: bytes("heapTotal"),
+        heap_used_bytes: bytes("heapUsed"),
+        external_memory_bytes: bytes("external"),
+        ..Default::default()
+    })
+}
+
+/// `metrics(options)`: whether to include the process's figures (`{ process: false }` leaves them
+/// out). Strict like the server's options: an unknown key is an error.
+fn metrics_options(options: Option<Value>) -> SfuResult<bool> {
+    match options {
+        None | Some(Value::Null) => Ok(true),
+        Some(Value::Object(map)) => {
+            if let Some(key) = map.keys().find(|k| k.as_str() != "process") {
+                return Err(SfuError::InvalidArgument(format!("unknown metrics option '{key}' (options: process)")));
+            }
+            match map.get("process") {
+                None | Some(Value::Null) => Ok(true),
+                Some(Value::Bool(process)) => Ok(*process),
+                Some(other) => Err(SfuError::InvalidArgument(format!("options.process must be a boolean, got {other}"))),
+            }
+        }
+        Some(other) => Err(SfuError::InvalidArgument(format!("options must be an object, got {other}"))),
+    }
 }
 
 impl MediaServer {
@@ -548,6 +602,30 @@ impl MediaServer {
     pub fn stats<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
         let core = self.core.clone();
         settle(env, async move { core.stats().await })
+    }
+
+    /// The server's metrics in the Prometheus text format (version 0.0.4): rooms, users,
+    /// connections by direction and state, forwarded packets and bytes, NACKs and PLIs, ports in
+    /// use, and the process's CPU and memory (left out with `{ process: false }`).
+    #[napi(ts_args_type = "options?: MetricsOptions", ts_return_type = "Promise<string>")]
+    pub fn metrics<'env>(&self, env: &'env Env, options: Option<Unknown<'_>>) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
+        let core = self.core.clone();
+        let process = json_of(env, "options", options).and_then(metrics_options).and_then(|include| {
+            if !include {
+                return Ok(None);
+            }
+            process_sample(env).map(Some).map_err(|e| {
+                clear_pending_exception(env);
+                SfuError::Internal(format!("reading the process's figures from Node: {}", e.reason))
+            })
+        });
+        settle(env, async move {
+            let mut process = process?;
+            if let Some(sample) = &mut process {
+                sample.read_os();
+            }
+            core.metrics(process.as_ref()).await
+        })
     }
 
     /// Closes every connection and frees every port. Later calls reject with `SERVER_CLOSED`.

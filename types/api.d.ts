@@ -250,6 +250,17 @@ export interface AudioLevelsEvent {
 export type MediaServerEvent = ConnectionStateChangeEvent | ConstraintsChangeEvent | RoomClosedEvent | OfferTimeoutEvent | ActiveSpeakerEvent | AudioLevelsEvent
 export type MediaServerEventName = MediaServerEvent['type']
 
+/** The options of `metrics()`. */
+export interface MetricsOptions {
+  /**
+   * Include the process's figures (`process_*` CPU, memory, file descriptors and start time,
+   * `nodejs_heap_size_*_bytes`, `nodejs_external_memory_bytes`). Default `true`; `false` when the
+   * application exports them already (e.g. prom-client's `collectDefaultMetrics()`), so that the
+   * two texts can be served one after the other without a metric appearing twice.
+   */
+  process?: boolean
+}
+
 export interface CandidateStats {
   address: string
   port: number
