@@ -250,6 +250,16 @@ export interface AudioLevelsEvent {
 export type MediaServerEvent = ConnectionStateChangeEvent | ConstraintsChangeEvent | RoomClosedEvent | OfferTimeoutEvent | ActiveSpeakerEvent | AudioLevelsEvent
 export type MediaServerEventName = MediaServerEvent['type']
 
+/**
+ * A listener of event `K`: called with that event's object. `'error'` is accepted by the
+ * listener methods (so that Node's `events.once()` and `events.on()` work on a MediaServer) and
+ * never emitted: a call's failure rejects its promise, and an error a listener throws is an
+ * uncaught exception (`process.on('uncaughtException')`).
+ */
+export type MediaServerListener<K extends MediaServerEventName | 'error'> = K extends MediaServerEventName
+  ? (event: Extract<MediaServerEvent, { type: K }>) => void
+  : (error: Error) => void
+
 /** The options of `metrics()`. */
 export interface MetricsOptions {
   /**
@@ -400,12 +410,33 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class MediaServer {
   constructor(options?: MediaServerOptions)
   /**
-   * Calls `listener` with each event of that name: `connectionstatechange`,
-   * `constraintschange`, `roomclosed`, `offertimeout`. Listeners never keep the process alive.
+   * Calls `listener` with each event of that name from now on: `connectionstatechange`,
+   * `constraintschange`, `roomclosed`, `offertimeout`, `activespeaker`, `audiolevels` (`error`
+   * is accepted and never emitted).
+   * As `EventEmitter.on`: the same function added twice is called twice, listeners are called
+   * in the order they were added, and a listener that throws is an uncaught exception.
+   * Listeners never keep the process alive.
    */
-  on<K extends MediaServerEventName>(event: K, listener: (event: Extract<MediaServerEvent, { type: K }>) => void): this
-  /** Removes a listener added with `on()` (every registration of it for that event). */
-  off<K extends MediaServerEventName>(event: K, listener: (event: Extract<MediaServerEvent, { type: K }>) => void): this
+  on<K extends MediaServerEventName | 'error'>(event: K, listener: MediaServerListener<K>): this
+  /** The same as `on()`. */
+  addListener<K extends MediaServerEventName | 'error'>(event: K, listener: MediaServerListener<K>): this
+  /** Calls `listener` with the next event of that name only: it is removed before it is called. */
+  once<K extends MediaServerEventName | 'error'>(event: K, listener: MediaServerListener<K>): this
+  /**
+   * Removes a listener added with `on()` or `once()`: the most recent registration of that
+   * function for that event, as `EventEmitter.off` does. It is not called again, not even for
+   * an event already on its way.
+   */
+  off<K extends MediaServerEventName | 'error'>(event: K, listener: MediaServerListener<K>): this
+  /** The same as `off()`. */
+  removeListener<K extends MediaServerEventName | 'error'>(event: K, listener: MediaServerListener<K>): this
+  /** Removes every listener of `event`, or of every event without one. */
+  removeAllListeners(event?: MediaServerEventName | 'error'): this
+  /**
+   * How many listeners `event` has; with `listener`, how many times that function is one of
+   * them.
+   */
+  listenerCount(event: MediaServerEventName | 'error', listener?: (...args: any[]) => void): number
   /** `POST /rooms/:room_id` (or `POST /rooms` without an id: a UUID v4 is generated). */
   createRoom(roomId?: string | number | null, body?: CreateRoomBody): Promise<CreateRoomResponse>
   /** `POST /rooms/:room_id/users/:user_id`. */

@@ -1,14 +1,18 @@
 // Events to the backend (`server.on(name, listener)`): connection states of every upstream and
 // downstream connection (a killed client's included), constraint changes, rooms that end, and
-// offers nobody answered. Media checks read the receiving client's own getStats().
+// offers nobody answered. Media checks read the receiving client's own getStats(). The
+// listener methods follow EventEmitter's rules (once, off, removeAllListeners, listenerCount,
+// Node's events.once()), a listener that throws is an uncaught exception, and listeners never
+// keep the process alive.
 
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
+import { on, once } from 'node:events'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import {
-  Client, createServer, closeServer, closeEverything, expectCode, waitFor, sleep, statsOf, safeJson, startCall
+  Client, createServer, closeServer, closeEverything, expectCode, waitFor, sleep, statsOf, safeJson, startCall, withTimeout
 } from './helpers.mjs'
 
 const require = createRequire(import.meta.url)
@@ -186,4 +190,150 @@ test('a client process killed mid-call: its upstream is reported disconnected, t
     B.close()
     await http.close()
   }
+})
+
+/** Blocks the JS thread for `ms`: events the server emits meanwhile wait in its queue. */
+function blockJsThread (ms) {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
+}
+
+test('EventEmitter\'s rules: on/addListener/once chain, once fires once, off removes the latest registration, removeAllListeners, listenerCount', T, async () => {
+  const server = createServer(null)
+  const seen = []
+  const on = (e) => seen.push(['on', e.roomId])
+  const one = (e) => seen.push(['once', e.roomId])
+  assert.equal(server.on('roomclosed', on).addListener('roomclosed', on).once('roomclosed', one), server, 'each returns the server')
+  assert.equal(server.listenerCount('roomclosed'), 3)
+  assert.equal(server.listenerCount('roomclosed', on), 2, 'the same function added twice is two listeners')
+  assert.equal(server.listenerCount('roomclosed', one), 1)
+  assert.equal(server.listenerCount('offertimeout'), 0)
+
+  // Two rooms end at once: both events are emitted before either is delivered, and the once
+  // listener still gets only the first. Listeners are called in the order they were added.
+  await server.createRoom('a')
+  await server.createRoom('b')
+  await Promise.all([server.deleteRoom('a'), server.deleteRoom('b')])
+  await waitFor(() => seen.length === 5, { message: `five calls, seen ${safeJson(seen)}` })
+  assert.deepStrictEqual(seen, [['on', 'a'], ['on', 'a'], ['once', 'a'], ['on', 'b'], ['on', 'b']])
+  assert.equal(server.listenerCount('roomclosed', one), 0, 'a once listener is gone after its call')
+
+  // off() and removeListener() take away one registration each, the most recent.
+  assert.equal(server.off('roomclosed', on), server)
+  assert.equal(server.listenerCount('roomclosed', on), 1)
+  assert.equal(server.removeListener('roomclosed', on), server)
+  assert.equal(server.listenerCount('roomclosed'), 0)
+  server.off('roomclosed', on) // removing a listener that is not there is no error
+
+  // A listener removed is not called even for an event already on its way: the event is
+  // emitted while the JS thread is blocked, and off() runs before the thread gets to it.
+  const witness = []
+  const removed = []
+  const removedListener = (e) => removed.push(e)
+  server.on('roomclosed', (e) => witness.push(e)).on('roomclosed', removedListener).once('roomclosed', removedListener)
+  await server.createRoom('queued')
+  const deleting = server.deleteRoom('queued')
+  blockJsThread(500)
+  server.off('roomclosed', removedListener).off('roomclosed', removedListener)
+  await deleting
+  await waitFor(() => witness.length === 1, { message: 'the witness listener got the event' })
+  assert.deepStrictEqual(removed, [], 'neither removed listener was called')
+
+  // removeAllListeners(name) clears that event only; removeAllListeners() every event.
+  const other = () => {}
+  server.on('offertimeout', other).on('connectionstatechange', other)
+  assert.equal(server.removeAllListeners('roomclosed'), server)
+  assert.deepStrictEqual(['roomclosed', 'offertimeout', 'connectionstatechange'].map((n) => server.listenerCount(n)), [0, 1, 1])
+  server.removeAllListeners()
+  assert.deepStrictEqual(['roomclosed', 'offertimeout', 'connectionstatechange'].map((n) => server.listenerCount(n)), [0, 0, 0])
+  await server.createRoom('unheard')
+  await server.deleteRoom('unheard')
+  await sleep(200)
+  assert.equal(witness.length, 1, 'no listener left to call')
+
+  // Names are checked as on() checks them; listeners must be functions.
+  for (const call of [
+    () => server.once('nosuchevent', () => {}),
+    () => server.addListener('nosuchevent', () => {}),
+    () => server.removeListener('nosuchevent', () => {}),
+    () => server.removeAllListeners('nosuchevent'),
+    () => server.listenerCount('nosuchevent'),
+    () => server.once('roomclosed', 'not a function'),
+    () => server.listenerCount('roomclosed', 'not a function')
+  ]) assert.throws(call, (err) => err.code === 'INVALID_ARGUMENT', String(call))
+  await closeServer(server)
+})
+
+test('Node\'s events.once() and events.on() work on a MediaServer (\'error\' is accepted, never emitted)', T, async () => {
+  const server = createServer(null)
+  await server.createRoom('awaited')
+  const next = once(server, 'roomclosed')
+  assert.deepStrictEqual([server.listenerCount('roomclosed'), server.listenerCount('error')], [1, 1], 'events.once listens for error too')
+  await server.deleteRoom('awaited')
+  assert.deepStrictEqual(await next, [{ type: 'roomclosed', roomId: 'awaited', reason: 'deleted' }])
+  assert.deepStrictEqual([server.listenerCount('roomclosed'), server.listenerCount('error')], [0, 0], 'events.once cleaned up')
+
+  const ac = new AbortController()
+  const reasons = []
+  const iterating = (async () => {
+    try {
+      for await (const [event] of on(server, 'roomclosed', { signal: ac.signal })) {
+        reasons.push(event.reason)
+        if (reasons.length === 2) ac.abort()
+      }
+    } catch (err) {
+      if (err.name !== 'AbortError') throw err
+    }
+  })()
+  await server.createRoom('x')
+  await server.createRoom('y', { userId: 'u' })
+  await server.deleteRoom('x')
+  await server.removeUser('y', 'u')
+  await withTimeout(iterating, 10000, 'events.on() iteration')
+  assert.deepStrictEqual(reasons, ['deleted', 'empty'])
+  assert.equal(server.listenerCount('roomclosed'), 0)
+  await closeServer(server)
+})
+
+/** Runs `script` (CommonJS) in a child node; the addon is `require(process.env.ADDON)`. */
+function runScript (script) {
+  const addon = fileURLToPath(new URL('../index.js', import.meta.url))
+  return spawnSync(process.execPath, ['-e', script], { env: { ...process.env, ADDON: addon }, encoding: 'utf8', timeout: 30000 })
+}
+
+test('a listener that throws: an uncaught exception, as a throwing EventEmitter listener is; the other listeners still get the event; listeners keep nothing alive', T, async () => {
+  // Nobody handles it: Node prints the listener's error with its stack and exits with 1.
+  const crashed = runScript(`
+    const { MediaServer } = require(process.env.ADDON)
+    const server = new MediaServer({ listenIp: '127.0.0.1' })
+    server.on('roomclosed', function throwingListener () { throw new Error('thrown by a listener') })
+    server.createRoom('r').then(() => server.deleteRoom('r')).then(() => setTimeout(() => console.log('survived'), 2000))
+  `)
+  assert.equal(crashed.status, 1, `exit status; stderr: ${crashed.stderr}`)
+  assert.match(crashed.stderr, /Error: thrown by a listener\n\s+at throwingListener/)
+  assert.doesNotMatch(crashed.stdout, /survived/)
+
+  // With process.on('uncaughtException'): the very value thrown reaches it, and the listeners
+  // after the throwing one are still called. Listeners of every kind are left registered and the
+  // server is not closed: the process still exits on its own.
+  const handled = runScript(`
+    const { MediaServer } = require(process.env.ADDON)
+    const thrown = new Error('thrown by a listener')
+    const caught = []
+    const calls = []
+    process.on('uncaughtException', (err, origin) => caught.push({ same: err === thrown, origin }))
+    const server = new MediaServer({ listenIp: '127.0.0.1' })
+    server
+      .on('roomclosed', (e) => { calls.push('first ' + e.roomId); throw thrown })
+      .on('roomclosed', (e) => calls.push('second ' + e.roomId))
+      .once('connectionstatechange', () => {})
+      .on('error', () => {})
+    server.createRoom('r').then(() => server.deleteRoom('r')).then(() => setTimeout(() => {
+      console.log(JSON.stringify({ caught, calls }))
+    }, 500))
+  `)
+  assert.equal(handled.status, 0, `exit status (the process exits on its own); stderr: ${handled.stderr}`)
+  assert.deepStrictEqual(JSON.parse(handled.stdout), {
+    caught: [{ same: true, origin: 'uncaughtException' }],
+    calls: ['first r', 'second r']
+  })
 })

@@ -2,7 +2,8 @@
 //! Everything else lives in [`crate::sfu`].
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use napi::bindgen_prelude::{
     FnArgs, FromNapiValue, Function, FunctionRef, JsObjectValue, JsValue, Object, PromiseRaw, This, ToNapiValue, Unknown,
@@ -39,42 +40,141 @@ fn parse_json<'env>(env: &Env, text: &str) -> napi::Result<Unknown<'env>> {
     parse.call(text.to_owned())
 }
 
-/// The event names `on()` takes.
-const EVENTS: [&str; 6] = ["connectionstatechange", "constraintschange", "roomclosed", "offertimeout", "activespeaker", "audiolevels"];
+/// The event names the listener methods take. The server emits all but the last; `error` is
+/// accepted and never emitted, so that Node's `events.once(server, name)` and
+/// `events.on(server, name)`, which listen for `error` on any emitter, work.
+const EVENTS: [&str; 7] =
+    ["connectionstatechange", "constraintschange", "roomclosed", "offertimeout", "activespeaker", "audiolevels", "error"];
 
-/// Event listeners, shared between the JS thread (which adds and removes them) and the
-/// runtime threads that emit. The lock is held only to copy or edit the list.
+/// Delivers events on the JS thread: one weak threadsafe function per server (it never keeps
+/// the process alive), called with the event's index in `EVENTS` and its JSON text.
+type Dispatcher = ThreadsafeFunction<FnArgs<(u32, String)>, (), (), Status, false, true>;
+
+/// Event listeners, with `EventEmitter`'s rules: in the order they were added, a function may
+/// be added more than once, `once` listeners are removed before they are called.
 #[derive(Default)]
-struct Listeners(Mutex<Vec<Listener>>);
+struct Listeners {
+    /// Added, removed and read on the JS thread only; behind a lock because the dispatcher, a
+    /// `Send` value, holds it too.
+    list: Mutex<Vec<Listener>>,
+    /// Listeners per event, for the runtime threads: an event nobody listens to is not even
+    /// serialised.
+    counts: [AtomicUsize; EVENTS.len()],
+}
 
 struct Listener {
-    event: &'static str,
-    callback: Arc<JsCallback>,
-    /// The function itself, to find it again in `off()`.
-    function: FunctionRef<Unknown<'static>, ()>,
+    event: usize,
+    function: FunctionRef<Unknown<'static>, Unknown<'static>>,
+    once: bool,
 }
 
 impl Listeners {
-    fn sink(self: &Arc<Self>) -> EventSink {
+    fn lock(&self) -> MutexGuard<'_, Vec<Listener>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn recount(&self, list: &[Listener]) {
+        for (event, count) in self.counts.iter().enumerate() {
+            count.store(list.iter().filter(|l| l.event == event).count(), Ordering::Release);
+        }
+    }
+
+    fn add(&self, event: usize, function: &Function<'_, Unknown<'static>, Unknown<'static>>, once: bool) -> napi::Result<()> {
+        let function = function.create_ref()?;
+        let mut list = self.lock();
+        list.push(Listener { event, function, once });
+        self.recount(&list);
+        Ok(())
+    }
+
+    /// Removes the most recent registration of `function` for `event`, as
+    /// `EventEmitter.removeListener` does.
+    fn remove(&self, env: &Env, event: usize, function: Unknown<'_>) -> napi::Result<()> {
+        let mut list = self.lock();
+        let mut found = None;
+        for (i, l) in list.iter().enumerate().rev() {
+            if l.event == event && env.strict_equals(l.function.borrow_back(env)?, function)? {
+                found = Some(i);
+                break;
+            }
+        }
+        if let Some(i) = found {
+            // Dropped on this, the JS thread.
+            drop(list.remove(i));
+            self.recount(&list);
+        }
+        Ok(())
+    }
+
+    /// The sink the core emits into, from any thread.
+    fn sink(self: &Arc<Self>, dispatcher: Dispatcher) -> EventSink {
         let listeners = self.clone();
         Arc::new(move |event: ServerEvent| {
-            let callbacks: Vec<Arc<JsCallback>> = listeners
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .filter(|l| l.event == event.name())
-                .map(|l| l.callback.clone())
-                .collect();
-            if callbacks.is_empty() {
+            let Some(index) = EVENTS.iter().position(|e| *e == event.name()) else { return };
+            if listeners.counts[index].load(Ordering::Acquire) == 0 {
                 return;
             }
             let Ok(json) = serde_json::to_string(&event) else { return };
-            for callback in callbacks {
-                callback.call(json.clone(), ThreadsafeFunctionCallMode::NonBlocking);
-            }
+            dispatcher.call((index as u32, json).into(), ThreadsafeFunctionCallMode::NonBlocking);
         })
     }
+
+    /// Calls the listeners of `event` registered now, on the JS thread, each with the same
+    /// object. A listener that throws does not stop the others; what it threw is raised as an
+    /// uncaught exception (`process.on('uncaughtException')`), as a throw from a listener of
+    /// any event Node emits from I/O is.
+    fn deliver(&self, env: &Env, event: usize, json: &str) {
+        let functions: Vec<Function<'_, Unknown<'static>, Unknown<'static>>> = {
+            let mut list = self.lock();
+            let mut functions = Vec::new();
+            list.retain(|l| {
+                if l.event != event {
+                    return true;
+                }
+                if let Ok(function) = l.function.borrow_back(env) {
+                    functions.push(function);
+                }
+                !l.once
+            });
+            self.recount(&list);
+            functions
+        };
+        if functions.is_empty() {
+            return;
+        }
+        let Ok(value) = parse_json(env, json) else {
+            clear_pending_exception(env);
+            return;
+        };
+        for function in functions {
+            // SAFETY: plain N-API calls on the JS thread, with values of this callback's scope.
+            unsafe {
+                let (env, mut this, mut result) = (env.raw(), std::ptr::null_mut(), std::ptr::null_mut());
+                napi::sys::napi_get_undefined(env, &mut this);
+                let args = [value.raw()];
+                let status = napi::sys::napi_call_function(env, this, function.raw(), 1, args.as_ptr(), &mut result);
+                if status == napi::sys::Status::napi_pending_exception {
+                    let mut thrown = std::ptr::null_mut();
+                    napi::sys::napi_get_and_clear_last_exception(env, &mut thrown);
+                    napi::sys::napi_fatal_exception(env, thrown);
+                }
+            }
+        }
+    }
+}
+
+/// The dispatcher of a new server's events: a function that does nothing, wrapped in a weak
+/// threadsafe function whose callback does the delivering (on the JS thread, with an `Env`).
+fn dispatcher(env: &Env, listeners: &Arc<Listeners>) -> napi::Result<Dispatcher> {
+    let listeners = listeners.clone();
+    let noop: Function<(), ()> = env.create_function_from_closure("deliverMediaServerEvents", |_| Ok(()))?;
+    noop.build_threadsafe_function::<FnArgs<(u32, String)>>().weak::<true>().build_callback(
+        move |ctx: ThreadsafeCallContext<FnArgs<(u32, String)>>| {
+            let (event, json) = ctx.value.data;
+            listeners.deliver(&ctx.env, event as usize, &json);
+            Ok(())
+        },
+    )
 }
 
 /// A WebRTC SFU: rooms of users whose audio and video it forwards. Every method mirrors one
@@ -253,28 +353,34 @@ fn guarded<T>(env: &Env, body: impl FnOnce() -> napi::Result<T>) -> napi::Result
     }
 }
 
-/// A listener argument of `on`/`off`: the event name and the function, checked.
-fn listener_args<'f>(
-    env: &Env,
-    event: Unknown<'_>,
-    listener: Unknown<'f>,
-) -> napi::Result<(&'static str, Function<'f, Unknown<'static>, ()>)> {
+/// An event name argument, checked: its index in `EVENTS`.
+fn event_arg(env: &Env, event: Unknown<'_>) -> napi::Result<usize> {
     let name = match id_of(env, "the event name", Some(event)) {
         Ok(Some(Value::String(name))) => name,
         _ => return Err(throw(env, SfuError::InvalidArgument("the event name must be a string".into()))),
     };
-    let Some(event) = EVENTS.iter().find(|e| **e == name) else {
-        return Err(throw(
-            env,
-            SfuError::InvalidArgument(format!("unknown event '{name}' (events: {})", EVENTS.join(", "))),
-        ));
-    };
+    EVENTS.iter().position(|e| *e == name).ok_or_else(|| {
+        throw(env, SfuError::InvalidArgument(format!("unknown event '{name}' (events: {})", EVENTS.join(", "))))
+    })
+}
+
+/// A listener argument: a function.
+fn function_arg<'f>(env: &Env, listener: Unknown<'f>) -> napi::Result<Function<'f, Unknown<'static>, Unknown<'static>>> {
     if listener.get_type().map_err(|e| throw(env, unreadable(env, "the listener", e)))? != ValueType::Function {
         return Err(throw(env, SfuError::InvalidArgument("the listener must be a function".into())));
     }
     // SAFETY: checked to be a function just above.
-    let function: Function<'f, Unknown<'static>, ()> = unsafe { listener.cast() }.map_err(|e| throw(env, unreadable(env, "the listener", e)))?;
-    Ok((event, function))
+    unsafe { listener.cast() }.map_err(|e| throw(env, unreadable(env, "the listener", e)))
+}
+
+/// The arguments of `on`/`once`/`off`: the event name and the function, checked.
+fn listener_args<'f>(
+    env: &Env,
+    event: Unknown<'_>,
+    listener: Unknown<'f>,
+) -> napi::Result<(usize, Function<'f, Unknown<'static>, Unknown<'static>>)> {
+    let event = event_arg(env, event)?;
+    Ok((event, function_arg(env, listener)?))
 }
 
 /// The start of this process, seconds since the Unix epoch: read once, so that it does not
@@ -331,6 +437,22 @@ fn metrics_options(options: Option<Value>) -> SfuResult<bool> {
 }
 
 impl MediaServer {
+    fn add_listener<'a>(&self, env: &Env, this: This<'a>, event: Unknown<'_>, listener: Unknown<'_>, once: bool) -> napi::Result<Object<'a>> {
+        guarded(env, || {
+            let (event, listener) = listener_args(env, event, listener)?;
+            self.listeners.add(event, &listener, once)?;
+            Ok(this.object)
+        })
+    }
+
+    fn remove_listener<'a>(&self, env: &Env, this: This<'a>, event: Unknown<'_>, listener: Unknown<'_>) -> napi::Result<Object<'a>> {
+        guarded(env, || {
+            let (event, listener) = listener_args(env, event, listener)?;
+            self.listeners.remove(env, event, listener.to_unknown())?;
+            Ok(this.object)
+        })
+    }
+
     fn construct(env: &Env, options: Option<Unknown<'_>>) -> napi::Result<Self> {
         let fail = |e: SfuError| throw(env, e);
         let on_log = match &options {
@@ -354,9 +476,9 @@ impl MediaServer {
         let mut json = json_of(env, "options", options).map_err(fail)?;
         // MEDIASERVER_ENGINE and MEDIASERVER_WORKERS pick the engine and the loops when the
         // options do not: a whole suite can be run on either engine, and on any number of loops.
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let variable = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if let Value::Object(map) = json.get_or_insert_with(|| Value::Object(Default::default())) {
-            let engine = env("MEDIASERVER_ENGINE").filter(|_| !map.contains_key("engine"));
+            let engine = variable("MEDIASERVER_ENGINE").filter(|_| !map.contains_key("engine"));
             let loops = engine.as_deref().unwrap_or("loops") == "loops"
                 && map.get("engine").is_none_or(|e| e.as_str() == Some("loops"));
             if let Some(engine) = engine {
@@ -364,7 +486,7 @@ impl MediaServer {
             }
             // Not with udpPort: one port is one loop.
             let free = !map.contains_key("workers") && map.get("udpPort").is_none_or(Value::is_null);
-            if let (Some(workers), true, true) = (env("MEDIASERVER_WORKERS").and_then(|w| w.parse::<u64>().ok()), loops, free) {
+            if let (Some(workers), true, true) = (variable("MEDIASERVER_WORKERS").and_then(|w| w.parse::<u64>().ok()), loops, free) {
                 map.insert("workers".into(), Value::from(workers));
             }
         }
@@ -381,7 +503,7 @@ impl MediaServer {
             }) as LogSink
         });
         let listeners = Arc::new(Listeners::default());
-        let events = listeners.sink();
+        let events = listeners.sink(dispatcher(env, &listeners)?);
         let core = parse_server_options(json.as_ref(), &["logLevel", "onLog"])
             .and_then(|options| {
                 logging::configure(level.as_deref(), sink)?;
@@ -400,42 +522,107 @@ impl MediaServer {
         guarded(&env, || Self::construct(&env, options))
     }
 
-    /// Calls `listener` with each event of that name: `connectionstatechange`,
-    /// `constraintschange`, `roomclosed`, `offertimeout`. Listeners never keep the process alive.
+    /// Calls `listener` with each event of that name from now on: `connectionstatechange`,
+    /// `constraintschange`, `roomclosed`, `offertimeout`, `activespeaker`, `audiolevels` (`error`
+    /// is accepted and never emitted).
+    /// As `EventEmitter.on`: the same function added twice is called twice, listeners are called
+    /// in the order they were added, and a listener that throws is an uncaught exception.
+    /// Listeners never keep the process alive.
     #[napi(
-        ts_generic_types = "K extends MediaServerEventName",
-        ts_args_type = "event: K, listener: (event: Extract<MediaServerEvent, { type: K }>) => void",
+        ts_generic_types = "K extends MediaServerEventName | 'error'",
+        ts_args_type = "event: K, listener: MediaServerListener<K>",
         ts_return_type = "this"
     )]
     pub fn on<'a>(&self, env: Env, this: This<'a>, event: Unknown<'_>, listener: Unknown<'_>) -> napi::Result<Object<'a>> {
+        self.add_listener(&env, this, event, listener, false)
+    }
+
+    /// The same as `on()`.
+    #[napi(
+        js_name = "addListener",
+        ts_generic_types = "K extends MediaServerEventName | 'error'",
+        ts_args_type = "event: K, listener: MediaServerListener<K>",
+        ts_return_type = "this"
+    )]
+    pub fn add_listener_js<'a>(&self, env: Env, this: This<'a>, event: Unknown<'_>, listener: Unknown<'_>) -> napi::Result<Object<'a>> {
+        self.add_listener(&env, this, event, listener, false)
+    }
+
+    /// Calls `listener` with the next event of that name only: it is removed before it is called.
+    #[napi(
+        ts_generic_types = "K extends MediaServerEventName | 'error'",
+        ts_args_type = "event: K, listener: MediaServerListener<K>",
+        ts_return_type = "this"
+    )]
+    pub fn once<'a>(&self, env: Env, this: This<'a>, event: Unknown<'_>, listener: Unknown<'_>) -> napi::Result<Object<'a>> {
+        self.add_listener(&env, this, event, listener, true)
+    }
+
+    /// Removes a listener added with `on()` or `once()`: the most recent registration of that
+    /// function for that event, as `EventEmitter.off` does. It is not called again, not even for
+    /// an event already on its way.
+    #[napi(
+        ts_generic_types = "K extends MediaServerEventName | 'error'",
+        ts_args_type = "event: K, listener: MediaServerListener<K>",
+        ts_return_type = "this"
+    )]
+    pub fn off<'a>(&self, env: Env, this: This<'a>, event: Unknown<'_>, listener: Unknown<'_>) -> napi::Result<Object<'a>> {
+        self.remove_listener(&env, this, event, listener)
+    }
+
+    /// The same as `off()`.
+    #[napi(
+        js_name = "removeListener",
+        ts_generic_types = "K extends MediaServerEventName | 'error'",
+        ts_args_type = "event: K, listener: MediaServerListener<K>",
+        ts_return_type = "this"
+    )]
+    pub fn remove_listener_js<'a>(&self, env: Env, this: This<'a>, event: Unknown<'_>, listener: Unknown<'_>) -> napi::Result<Object<'a>> {
+        self.remove_listener(&env, this, event, listener)
+    }
+
+    /// Removes every listener of `event`, or of every event without one.
+    #[napi(ts_args_type = "event?: MediaServerEventName | 'error'", ts_return_type = "this")]
+    pub fn remove_all_listeners<'a>(&self, env: Env, this: This<'a>, event: Option<Unknown<'_>>) -> napi::Result<Object<'a>> {
         guarded(&env, || {
-            let (event, listener) = listener_args(&env, event, listener)?;
-            let callback = Arc::new(js_callback(&listener)?);
-            let function = listener.create_ref()?;
-            self.listeners.0.lock().unwrap_or_else(|e| e.into_inner()).push(Listener { event, callback, function });
+            let event = match event {
+                Some(event) if event.get_type()? != ValueType::Undefined => Some(event_arg(&env, event)?),
+                _ => None,
+            };
+            let removed: Vec<Listener> = {
+                let mut list = self.listeners.lock();
+                let (removed, kept) = list.drain(..).partition(|l| event.is_none_or(|e| l.event == e));
+                *list = kept;
+                self.listeners.recount(&list);
+                removed
+            };
+            // Dropped on this, the JS thread, once the lock is released.
+            drop(removed);
             Ok(this.object)
         })
     }
 
-    /// Removes a listener added with `on()` (every registration of it for that event).
-    #[napi(
-        ts_generic_types = "K extends MediaServerEventName",
-        ts_args_type = "event: K, listener: (event: Extract<MediaServerEvent, { type: K }>) => void",
-        ts_return_type = "this"
-    )]
-    pub fn off<'a>(&self, env: Env, this: This<'a>, event: Unknown<'_>, listener: Unknown<'_>) -> napi::Result<Object<'a>> {
+    /// How many listeners `event` has; with `listener`, how many times that function is one of
+    /// them.
+    #[napi(ts_args_type = "event: MediaServerEventName | 'error', listener?: (...args: any[]) => void")]
+    pub fn listener_count(&self, env: Env, event: Unknown<'_>, listener: Option<Unknown<'_>>) -> napi::Result<u32> {
         guarded(&env, || {
-            let (event, listener) = listener_args(&env, event, listener)?;
-            let mut listeners = self.listeners.0.lock().unwrap_or_else(|e| e.into_inner());
-            let mut kept = Vec::with_capacity(listeners.len());
-            for l in listeners.drain(..) {
-                let same = l.event == event && env.strict_equals(l.function.borrow_back(&env)?, listener)?;
-                if !same {
-                    kept.push(l);
+            let event = event_arg(&env, event)?;
+            let listener = match listener {
+                Some(l) if l.get_type()? != ValueType::Undefined => Some(function_arg(&env, l)?.to_unknown()),
+                _ => None,
+            };
+            let list = self.listeners.lock();
+            let mut count = 0;
+            for l in list.iter().filter(|l| l.event == event) {
+                if let Some(listener) = listener {
+                    if !env.strict_equals(l.function.borrow_back(&env)?, listener)? {
+                        continue;
+                    }
                 }
+                count += 1;
             }
-            *listeners = kept;
-            Ok(this.object)
+            Ok(count)
         })
     }
 

@@ -250,6 +250,16 @@ export interface AudioLevelsEvent {
 export type MediaServerEvent = ConnectionStateChangeEvent | ConstraintsChangeEvent | RoomClosedEvent | OfferTimeoutEvent | ActiveSpeakerEvent | AudioLevelsEvent
 export type MediaServerEventName = MediaServerEvent['type']
 
+/**
+ * A listener of event `K`: called with that event's object. `'error'` is accepted by the
+ * listener methods (so that Node's `events.once()` and `events.on()` work on a MediaServer) and
+ * never emitted: a call's failure rejects its promise, and an error a listener throws is an
+ * uncaught exception (`process.on('uncaughtException')`).
+ */
+export type MediaServerListener<K extends MediaServerEventName | 'error'> = K extends MediaServerEventName
+  ? (event: Extract<MediaServerEvent, { type: K }>) => void
+  : (error: Error) => void
+
 /** The options of `metrics()`. */
 export interface MetricsOptions {
   /**
