@@ -67,8 +67,9 @@ test('the packed main and linux-x64-gnu packages install into a fresh folder wit
   const dist = join(work, 'dist')
   const pack = spawnSync(process.execPath, [join(root, 'scripts/package.mjs'), '--skip-build', '--out', dist], { cwd: root, encoding: 'utf8' })
   assert.equal(pack.status, 0, pack.stderr)
-  const tarballs = readdirSync(dist).filter((f) => f.endsWith('.tgz'))
-  assert.deepEqual(tarballs.sort(), ['mediaserver-rs-0.1.0.tgz', 'mediaserver-rs-linux-x64-gnu-0.1.0.tgz'])
+  // Cross-built platform packages (npm run package on a machine with zig) may be there too.
+  const tarballs = ['mediaserver-rs-0.1.0.tgz', 'mediaserver-rs-linux-x64-gnu-0.1.0.tgz']
+  for (const t of tarballs) assert.ok(readdirSync(dist).includes(t), `${t} not packed: ${pack.stdout}`)
 
   const app = join(work, 'app')
   const env = { ...process.env, PATH: pathWithoutRust() }

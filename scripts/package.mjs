@@ -36,9 +36,16 @@ for (const target of pkg.napi.targets) {
     built.push(platform)
   } else if (!installed.has(target)) {
     skipped.push(`${platform}: rustup has no standard library for ${target} (rustup target add ${target})`)
+  } else if (!target.includes('linux') || spawnSync('cargo', ['zigbuild', '--version'], { stdio: 'ignore' }).status !== 0) {
+    // Linux targets cross-build with zig as the C compiler and linker (PyPI's ziglang, and
+    // cargo-zigbuild); macOS and Windows need their SDKs: the release workflow builds those.
+    skipped.push(`${platform}: cross builds need cargo-zigbuild and zig (Linux targets), or the release workflow`)
   } else {
-    // A cross build needs a linker for the target as well; the release workflow builds these.
-    skipped.push(`${platform}: cross builds are made by .github/workflows/release.yml`)
+    const dir = join(root, 'npm', platform)
+    if (!values['skip-build']) run('npx', ['napi', 'build', '--platform', '--release', '--target', target, '-x', '--no-js', '--no-dts-header', '--output-dir', dir], { stdio: 'inherit' })
+    rmSync(join(dir, 'index.d.ts'), { force: true })
+    if (existsSync(join(dir, binary))) built.push(platform)
+    else skipped.push(`${platform}: not built (run without --skip-build)`)
   }
 }
 
