@@ -119,7 +119,8 @@ impl BatchSocket {
                 self.socket.as_raw_fd(),
                 r.headers.as_mut_ptr(),
                 RECV_BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                // glibc types the flags int, musl unsigned int.
+                libc::MSG_DONTWAIT as _,
                 std::ptr::null_mut(),
             )
         };
@@ -157,7 +158,7 @@ impl BatchSocket {
             let remaining = &mut scratch.headers[sent_messages..];
             // SAFETY: the headers point into `scratch`, valid for the call.
             let n = unsafe {
-                libc::sendmmsg(self.socket.as_raw_fd(), remaining.as_mut_ptr(), remaining.len() as libc::c_uint, libc::MSG_DONTWAIT)
+                libc::sendmmsg(self.socket.as_raw_fd(), remaining.as_mut_ptr(), remaining.len() as libc::c_uint, libc::MSG_DONTWAIT as _)
             };
             if n < 0 {
                 let err = io::Error::last_os_error();
