@@ -11,22 +11,10 @@
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
-
-const script = fileURLToPath(new URL('./loss-call.mjs', import.meta.url))
-const setup = 'ip link set lo up'
+import { runInPrivateNetwork } from './namespace.mjs'
 
 test('5% loss on every UDP packet: the call still decodes, with NACKs in both directions', { timeout: 180000 }, () => {
-  const run = spawnSync('unshare', ['-n', '--', 'sh', '-c', `${setup} && exec "${process.execPath}" "${script}"`], {
-    encoding: 'utf8',
-    timeout: 170000
-  })
-  assert.equal(run.error, undefined, `could not run the namespace: ${run.error}`)
-  const line = run.stdout.split('\n').find((l) => l.startsWith('LOSS-RESULT '))
-  assert.ok(line, `no result from the call (exit ${run.status}):\n${run.stdout}\n${run.stderr}`)
-  const r = JSON.parse(line.slice('LOSS-RESULT '.length))
-  assert.equal(r.error, undefined, r.error)
+  const r = runInPrivateNetwork(new URL('./loss-call.mjs', import.meta.url), { tag: 'LOSS-RESULT' })
   console.log(`under 5% loss for ${r.seconds} s: ${r.framesDecodedDuring} frames decoded, ` +
     `consumer: ${JSON.stringify(r.consumer)}; producer: ${JSON.stringify(r.producer)}; ` +
     `server, upstream: ${JSON.stringify(r.server)}; producer's video to the server: ${JSON.stringify(r.producerLeg)}`)

@@ -7,22 +7,12 @@
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
+import { runInPrivateNetwork } from './namespace.mjs'
 
-const script = fileURLToPath(new URL('./slow-consumer-call.mjs', import.meta.url))
 const setup = 'ip link set lo up && sysctl -q -w net.ipv4.tcp_rmem="4096 16384 32768"'
 
 test('a consumer too slow for the video loses packets at its own queue; the others keep their frame rate', { timeout: 180000 }, () => {
-  const run = spawnSync('unshare', ['-n', '--', 'sh', '-c', `${setup} && exec "${process.execPath}" "${script}"`], {
-    encoding: 'utf8',
-    timeout: 170000
-  })
-  assert.equal(run.error, undefined, `could not run the namespace: ${run.error}`)
-  const line = run.stdout.split('\n').find((l) => l.startsWith('SLOW-RESULT '))
-  assert.ok(line, `no result from the call (exit ${run.status}):\n${run.stdout}\n${run.stderr}`)
-  const r = JSON.parse(line.slice('SLOW-RESULT '.length))
-  assert.equal(r.error, undefined, r.error)
+  const r = runInPrivateNetwork(new URL('./slow-consumer-call.mjs', import.meta.url), { tag: 'SLOW-RESULT', setup })
   console.log(`decoded frames/s before and while S was too slow: ${JSON.stringify(r.rates)}; S: ${JSON.stringify(r.slow)}`)
   assert.ok(r.slow.dropped > 0, `the slow consumer's queue dropped nothing: ${JSON.stringify(r.slow)}`)
   assert.deepEqual(r.othersDropped, [0, 0], 'the UDP consumers lost nothing at the server')
