@@ -5,8 +5,10 @@ import json, sys
 
 run = json.load(open(sys.argv[1]))
 res = [r for r in run["results"] if not r.get("error")]
-servers = [s for s in ["ours", "ours-loops-1w", "ours-loops-2w", "mediasoup-1w", "mediasoup-2w"] if s in run["config"]["servers"]]
-short = {"ours": "tasks", "ours-loops-1w": "loops 1w", "ours-loops-2w": "loops 2w", "mediasoup-1w": "ms 1w", "mediasoup-2w": "ms 2w"}
+ALL = ["ours", "ours-loops-1w", "ours-loops-2w", "mediasoup-1w", "mediasoup-2w", "mediasoup327-1w", "mediasoup327-2w"]
+servers = [s for s in ALL if s in run["config"]["servers"]]
+short = {"ours": "tasks", "ours-loops-1w": "loops 1w", "ours-loops-2w": "loops 2w", "mediasoup-1w": "ms312 1w", "mediasoup-2w": "ms312 2w",
+         "mediasoup327-1w": "ms327 1w", "mediasoup327-2w": "ms327 2w"}
 
 def get(s, sc, n):
     return next((r for r in res if r["server"] == s and r["scenario"] == sc and r["n"] == n), None)
@@ -17,13 +19,15 @@ def fmt(x, d):
 def ratio(a, b):
     return "-" if not a or not b else f"{a / b:.2f}"
 
-sizes = sorted({(r["scenario"], r["n"]) for r in res}, key=lambda k: (k[0] != "room", k[1]))
+ORDER = {"room": 0, "fanout": 1, "fanout-rooms": 2}
+sizes = sorted({(r["scenario"], r["n"]) for r in res}, key=lambda k: (ORDER.get(k[0], 3), k[1]))
 metrics = [
     ("CPU µs/pkt (user + sys)", lambda r: f"{r['server_cpu_us_per_packet']:.1f} ({r['server_cpu_user_us_per_packet']:.1f} + {r['server_cpu_sys_us_per_packet']:.1f})", lambda r: r["server_cpu_us_per_packet"]),
     ("p50 / p99 ms", lambda r: f"{r['latency']['p50_ms']:.2f} / {r['latency']['p99_ms']:.2f}", lambda r: r["latency"]["p99_ms"]),
     ("KB RSS per downstream conn", lambda r: fmt(r.get("rss_per_downstream_kb"), 0), lambda r: r.get("rss_per_downstream_kb")),
 ]
-pairs = [("ours-loops-1w", "ours"), ("ours-loops-1w", "mediasoup-1w"), ("ours", "mediasoup-1w"), ("ours-loops-2w", "mediasoup-2w")]
+pairs = [("ours-loops-1w", "ours"), ("ours-loops-1w", "mediasoup-1w"), ("ours-loops-1w", "mediasoup327-1w"), ("ours", "mediasoup-1w"),
+         ("ours-loops-2w", "mediasoup-2w"), ("ours-loops-2w", "mediasoup327-2w")]
 pairs = [p for p in pairs if p[0] in servers and p[1] in servers]
 for title, show, val in metrics:
     head = ["point", "fwd pkt/s"] + [short[s] for s in servers] + [f"{short[a]} / {short[b]}" for a, b in pairs]

@@ -17,7 +17,7 @@ for r in results:
     if r["server"] not in servers:
         servers.append(r["server"])
 labels = {r["server"]: r["label"] for r in results}
-colors = {"ours": "tab:red", "ours-loops-1w": "tab:orange", "ours-loops-2w": "tab:purple", "mediasoup-1w": "tab:blue", "mediasoup-2w": "tab:green"}
+colors = {"ours": "tab:red", "ours-loops-1w": "tab:orange", "ours-loops-2w": "tab:purple", "mediasoup-1w": "tab:blue", "mediasoup-2w": "tab:green", "mediasoup327-1w": "tab:cyan", "mediasoup327-2w": "tab:olive"}
 
 fig, axes = plt.subplots(2, 2, figsize=(13, 9), sharex="col")
 for col, scenario in enumerate(["room", "fanout"]):

@@ -6,6 +6,8 @@
 # µs per forwarded packet with the CPU figure the generator measured over the same run.
 # Usage: bash bench/profile.sh [M (default 50)] [seconds sampled (default 6)]
 # ENGINE=loops [WORKERS=1] bash bench/profile.sh ...: our 'loops' engine (default: 'tasks').
+# ENGINE=mediasoup327 bash bench/profile.sh ...: mediasoup 3.27.1's worker (1 worker, from
+# mediasoup-new/app-3.27.1) under the same load, with its own stages.
 set -euo pipefail
 M=${1:-50}
 SECS=${2:-6}
@@ -18,15 +20,22 @@ mkdir -p "$HERE/results"
 (cd "$HERE/loadgen" && cargo build --release --quiet)
 command -v perf >/dev/null || { echo "perf is missing: apt-get install -y linux-perf"; exit 1; }
 
-node "$HERE/servers/ours.mjs" --port 50000 "${ENGINE_ARGS[@]}" > "$OUT.server.log" 2>&1 &
+if [ "$ENGINE" = mediasoup327 ]; then
+  "$HERE/mediasoup-new/bin/node" "$HERE/servers/mediasoup.mjs" --port 50000 --workers 1 \
+    --mediasoup-app "$HERE/mediasoup-new/app-3.27.1" > "$OUT.server.log" 2>&1 &
+else
+  node "$HERE/servers/ours.mjs" --port 50000 "${ENGINE_ARGS[@]}" > "$OUT.server.log" 2>&1 &
+fi
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q ready "$OUT.server.log" 2>/dev/null && break; sleep 0.2; done
+# the process measured and sampled: ours = the Node process; mediasoup = its worker
+TARGET=$(python3 -c "import json,sys; p=json.loads(open(sys.argv[1]).readline())['pids']; print(p.get('server') or p['worker0'])" "$OUT.server.log")
 "$HERE/loadgen/target/release/loadgen" --scenario fanout --n "$M" --warmup 2 --duration $((SECS + 6)) \
-  --port-base 50010 --server-pids "server=$SERVER" > "$OUT.loadgen.json" 2>/dev/null &
+  --port-base 50010 --server-pids "server=$TARGET" > "$OUT.loadgen.json" 2>/dev/null &
 GEN=$!
 sleep 6
-perf record -q -e cpu-clock -F 1999 -g --call-graph dwarf,16384 -p "$SERVER" -o "$OUT.perf" -- sleep "$SECS" 2>/dev/null
+perf record -q -e cpu-clock -F 1999 -g --call-graph dwarf,16384 -p "$TARGET" -o "$OUT.perf" -- sleep "$SECS" 2>/dev/null
 wait $GEN
 kill $SERVER; wait $SERVER 2>/dev/null || true
 trap - EXIT
@@ -44,7 +53,7 @@ children = open(out + ".children.txt").read().splitlines()
 def share(pattern):
     best = 0.0
     for line in children:
-        m = re.match(r"\s*([\d.]+)%\s+([\d.]+)%\s+\[.\]\s+(.*)", line)
+        m = re.match(r"\s*([\d.]+)%\s+([\d.]+)%\s+\[[.k]\]\s+(.*)", line)
         if m and re.search(pattern, m.group(3)):
             best = max(best, float(m.group(1)))
     return best
@@ -76,7 +85,22 @@ if engine == "loops":
         ("media loop: waiting (epoll_wait)", r"^epoll_wait"),
         ("memcpy/memmove (self time, all callers)", r"^__memmove_avx"),
     ]
-lines = [f"mediaserver-rs ({engine}), fanout M={run['n']}: {run['forwarded_pps']:.0f} forwarded pkt/s, server CPU {us:.2f} µs/pkt "
+if engine == "mediasoup327":
+    stages = [
+        ("UDP datagram in (UdpSocket::UserOnUdpDatagramReceived: all it causes)", r"RTC::UdpSocket::UserOnUdpDatagramReceived$"),
+        ("  RTP in -> producer -> router -> consumers (Transport::ReceiveRtpPacket)", r"RTC::Transport::ReceiveRtpPacket$"),
+        ("    per consumer (Consumer::SendRtpPacket)", r"RTC::(Simple)?Consumer::SendRtpPacket$"),
+        ("      SRTP encrypt (SrtpSession::EncryptRtp)", r"RTC::SrtpSession::EncryptRtp$"),
+        ("      UDP send (UdpSocketHandle::Send)", r"UdpSocketHandle::Send$"),
+        ("        kernel UDP send (sendmsg syscall, loopback delivery included)", r"^__libc_sendmsg$"),
+        ("  SRTP decrypt (SrtpSession::DecryptSrtp)", r"RTC::SrtpSession::DecryptSrtp$"),
+        ("  RTCP in (WebRtcTransport::OnRtcpDataReceived: TWCC -> BWE, RR, NACK)", r"RTC::WebRtcTransport::OnRtcpDataReceived$"),
+        ("kernel UDP receive (recvmmsg)", r"__x64_sys_recvmmsg$"),
+        ("timers (onTimer)", r"^onTimer$"),
+        ("waiting (epoll_wait)", r"^epoll_wait$"),
+        ("memcpy/memmove (self time, all callers)", r"^__memmove_avx"),
+    ]
+lines = [f"{'mediasoup 3.27.1 (worker)' if engine == 'mediasoup327' else f'mediaserver-rs ({engine})'}, fanout M={run['n']}: {run['forwarded_pps']:.0f} forwarded pkt/s, server CPU {us:.2f} µs/pkt "
          f"({run['server_cpu_user_us_per_packet']:.2f} user + {run['server_cpu_sys_us_per_packet']:.2f} sys), loss {run['loss']*100:.3f}%",
          "", f"{'stage (inclusive)':<82} {'share':>7} {'µs/pkt':>7}"]
 for name, pat in stages:

@@ -7,13 +7,18 @@
 // p99 >= 50 ms). Prints the tables, writes bench/results/<timestamp>.json and a PNG plot.
 //
 // Options: --quick, --duration S, --warmup S, --room 2,4,8 --fanout 10,50 (sizes),
-// --servers ours,ours-loops-1w,ours-loops-2w,mediasoup-1w,mediasoup-2w (ours = our 'tasks' engine,
-// ours-loops-Nw = our 'loops' engine with N media loops), --direct 50,200 (generator-only calibration sizes),
+// --servers ours-loops-1w,ours-loops-2w,mediasoup-1w,mediasoup-2w,mediasoup327-1w,mediasoup327-2w (the
+// default; ours-loops-Nw = our 'loops' engine, the addon's default, with N media loops; `ours` = our
+// old 'tasks' engine, runnable but not in the default list; mediasoup-Nw = 3.12.16, mediasoup327-Nw =
+// 3.27.1 built by mediasoup-new/build.sh, run by its Node 22), --direct 50,200 (generator-only calibration sizes),
 // --sockets client|thread (the generator's sockets: one per client connection, the default, or one
 // per generator thread as before 2026-12-02), --socket-check fanout:100 (that point measured again
 // with --sockets thread, for the servers where that works: ours and mediasoup),
 // --threads T (generator threads), --no-wait (do not wait for a quiet machine), --no-plot,
-// --max-failures K (steps past the first miss, default 0).
+// --rooms-fanout 100,150 --rooms-count K (scenario 'fanout-rooms': K independent rooms, each one
+// publisher and M subscribers, at once: what several media loops carry; default none, K = 2),
+// --max-failures K (steps past the first miss, default 0), --no-retry (a miss is recorded as it is,
+// not measured once more).
 import { spawn, execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, writeFileSync, readFileSync, statSync } from 'node:fs'
 import { createHash } from 'node:crypto'
@@ -24,6 +29,11 @@ import os from 'node:os'
 const BENCH = dirname(fileURLToPath(import.meta.url))
 const LOADGEN = join(BENCH, 'loadgen/target/release/loadgen')
 const MS_WORKER = join(BENCH, 'servers/node_modules/mediasoup/worker/out/Release/mediasoup-worker')
+// mediasoup 3.27.1: built offline by mediasoup-new/build.sh into mediasoup-new/app-3.27.1, with its own
+// Node 22 (mediasoup >= 3.14 needs Node >= 22; the system Node stays for the others).
+const MS327_APP = join(BENCH, 'mediasoup-new/app-3.27.1')
+const MS327_NODE = join(BENCH, 'mediasoup-new/bin/node')
+const MS327_WORKER = join(MS327_APP, 'node_modules/mediasoup/worker/out/Release/mediasoup-worker')
 const VENV_PY = join(BENCH, '.venv/bin/python')
 const HTTP_PORT = 50000
 const GEN_PORT = 50010
@@ -45,10 +55,12 @@ const cfg = {
   room: list(opt('room', quick ? '2,4,8' : '2,4,6,8,10,12,14,16,20,24')),
   fanout: list(opt('fanout', quick ? '10,50' : '10,25,50,100,150,200,300,400,500,600')),
   direct: list(opt('direct', quick ? '50' : '100,200,400')),
+  'fanout-rooms': list(opt('rooms-fanout', '')),
+  roomsCount: Number(opt('rooms-count', 2)),
   // Generator check: one mid-load point measured again with other generator thread counts;
   // the same server figures mean the generator was not what limited them.
   genCheck: opt('gen-check', quick ? '' : 'fanout:100:1,3'),
-  servers: String(opt('servers', 'ours,ours-loops-1w,ours-loops-2w,mediasoup-1w,mediasoup-2w')).split(','),
+  servers: String(opt('servers', 'ours-loops-1w,ours-loops-2w,mediasoup-1w,mediasoup-2w,mediasoup327-1w,mediasoup327-2w')).split(','),
   sockets: String(opt('sockets', 'client')),
   // The same point with the old generator sockets (one per generator thread): the tasks engine
   // and mediasoup give one port per connection, so both socket modes work against them.
@@ -56,6 +68,7 @@ const cfg = {
   threads: Number(opt('threads', 2)),
   videoKbps: Number(opt('video-kbps', 1000)),
   maxFailures: Number(opt('max-failures', 0)),
+  retry: !flag('no-retry'),
   wait: !flag('no-wait'),
   plot: !flag('no-plot'),
 }
@@ -67,8 +80,17 @@ const SERVERS = {
   'ours-loops-2w': { label: 'mediaserver-rs (loops, 2 workers)', script: 'servers/ours.mjs', args: ['--engine', 'loops', '--workers', '2'] },
   'mediasoup-1w': { label: 'mediasoup 3.12.16, 1 worker', script: 'servers/mediasoup.mjs', args: ['--workers', '1'] },
   'mediasoup-2w': { label: 'mediasoup 3.12.16, 2 workers', script: 'servers/mediasoup.mjs', args: ['--workers', String(os.cpus().length)] },
+  'mediasoup327-1w': { label: 'mediasoup 3.27.1, 1 worker', script: 'servers/mediasoup.mjs', node: MS327_NODE, args: ['--workers', '1', '--mediasoup-app', MS327_APP] },
+  'mediasoup327-2w': { label: 'mediasoup 3.27.1, 2 workers', script: 'servers/mediasoup.mjs', node: MS327_NODE, args: ['--workers', String(os.cpus().length), '--mediasoup-app', MS327_APP] },
 }
+for (const key of cfg.servers) if (!SERVERS[key]) { console.error(`unknown server ${key}; known: ${Object.keys(SERVERS).join(', ')}`); process.exit(2) }
 
+const SCENARIOS = ['room', 'fanout', 'fanout-rooms']
+const TITLE = {
+  room: 'Room of N users (all publish, all subscribe)',
+  fanout: 'One publisher, M subscribers',
+  'fanout-rooms': `${cfg.roomsCount} rooms at once, each one publisher and M subscribers`,
+}
 const log = (...a) => console.error(...a)
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
@@ -83,6 +105,10 @@ function prepare () {
       log('== mediasoup 3.12.16 is missing: building it offline (about 4 minutes)')
       execFileSync('bash', [join(BENCH, 'mediasoup/build_mediasoup_offline.sh'), join(BENCH, 'servers')], { stdio: 'inherit' })
     }
+  }
+  if (cfg.servers.some((s) => s.startsWith('mediasoup327')) && !(existsSync(MS327_WORKER) && existsSync(MS327_NODE))) {
+    log('== mediasoup 3.27.1 is missing: building it offline (mediasoup-new/build.sh, about 6-10 minutes)')
+    execFileSync('nice', ['bash', join(BENCH, 'mediasoup-new/build.sh'), '3.27.1'], { stdio: 'inherit' })
   }
   if (!existsSync(join(BENCH, 'servers/node_modules/sdp-transform'))) {
     execFileSync('npm', ['install', '--no-audit', '--no-fund', '--ignore-scripts'], { cwd: join(BENCH, 'servers'), stdio: 'inherit' })
@@ -132,7 +158,7 @@ function machine () {
 
 function startServer (key) {
   const s = SERVERS[key]
-  const child = spawn('node', [join(BENCH, s.script), '--port', String(HTTP_PORT), '--rtc-min-port', String(RTC_MIN), '--rtc-max-port', String(RTC_MAX), ...s.args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(s.node ?? 'node', [join(BENCH, s.script), '--port', String(HTTP_PORT), '--rtc-min-port', String(RTC_MIN), '--rtc-max-port', String(RTC_MAX), ...s.args], { stdio: ['ignore', 'pipe', 'pipe'] })
   let err = ''
   child.stderr.on('data', (d) => { err += d; if (err.length > 20000) err = err.slice(-10000) })
   return new Promise((resolve, reject) => {
@@ -184,17 +210,21 @@ function passes (r) {
 }
 
 async function measure (key, scenario, n, threads = cfg.threads, sockets = cfg.sockets) {
+  // Our addon may be rebuilt by others during a run: which build each point of ours ran on.
+  const addonBuilt = key.startsWith('ours') ? (() => { try { return statSync(join(BENCH, '..', 'mediaserver-rs.linux-x64-gnu.node')).mtime.toISOString() } catch { return null } })() : undefined
   const srv = await startServer(key)
   await sleep(300)
   const pids = Object.entries(srv.info.pids).map(([k, v]) => `${k}=${v}`).join(',')
-  const setupTimeout = 20 + n * (scenario === 'room' ? 1 : 0.15)
-  const args = ['--server', `http://127.0.0.1:${HTTP_PORT}`, '--scenario', scenario, '--n', String(n),
+  const rooms = scenario === 'fanout-rooms' ? cfg.roomsCount : 1
+  const setupTimeout = 20 + n * rooms * (scenario === 'room' ? 1 : 0.15)
+  const args = ['--server', `http://127.0.0.1:${HTTP_PORT}`, '--scenario', scenario === 'fanout-rooms' ? 'fanout' : scenario, '--rooms', String(rooms), '--n', String(n),
     '--warmup', String(cfg.warmup), '--duration', String(cfg.duration), '--threads', String(threads),
     '--port-base', String(GEN_PORT), '--video-kbps', String(cfg.videoKbps), '--setup-timeout', String(setupTimeout), '--server-pids', pids, '--sockets', sockets]
   const r = await runLoadgen(args, setupTimeout * 3 + cfg.warmup + cfg.duration + 60)
   await stopServer(srv)
   const err = srv.stderr().split('\n').filter((l) => l && !l.includes(' WARN ')).slice(-5)
-  return { server: key, label: SERVERS[key].label, scenario, n, generator_threads: threads, generator_sockets: sockets, ...r, server_stderr_tail: err, pass: passes(r) }
+  // (the generator reports scenario 'fanout' for 'fanout-rooms': ours goes last)
+  return { ...r, server: key, label: SERVERS[key].label, scenario, n, generator_threads: threads, generator_sockets: sockets, addon_built: addonBuilt, server_stderr_tail: err, pass: passes(r) }
 }
 
 async function calibrate (n) {
@@ -246,7 +276,7 @@ function ceilings (results) {
   const out = {}
   for (const key of cfg.servers) {
     out[key] = {}
-    for (const sc of ['room', 'fanout']) {
+    for (const sc of SCENARIOS) {
       const rs = results.filter((r) => r.server === key && r.scenario === sc).sort((a, b) => a.n - b.n)
       let ceiling = null
       for (const r of rs) { if (r.pass) ceiling = r.n; else break }
@@ -301,7 +331,7 @@ async function main () {
     log(r.error ?? `   ${f(r.forwarded_pps, 0)} pkt/s, p50 ${r.latency.p50_ms} ms, p99 ${r.latency.p99_ms} ms, loss ${pct(r.loss)}, generator CPU ${f(r.generator.cpu_share * 100, 0)}%`)
   }
 
-  for (const scenario of ['room', 'fanout']) {
+  for (const scenario of SCENARIOS) {
     const sizes = cfg[scenario]
     const misses = Object.fromEntries(cfg.servers.map((s) => [s, 0]))
     for (const n of sizes) {
@@ -314,7 +344,7 @@ async function main () {
           r.attempt = attempt
           // A miss is measured once more (other jobs share this machine); it stays a miss
           // only if the second measurement misses too. Both are kept in the JSON.
-          if (r.pass || attempt === 2) break
+          if (r.pass || attempt === 2 || !cfg.retry) break
           log(`   MISS (${r.error ?? `loss ${pct(r.loss)}, p99 ${r.latency?.p99_ms} ms`}, machine busy ${r.machine_cpu_window?.busy_cores ?? '?'} cores): measuring once more`)
           retried.push(r)
         }
@@ -328,7 +358,7 @@ async function main () {
   const genCheck = []
   if (cfg.genCheck) {
     const [scenario, n, threads] = cfg.genCheck.split(':')
-    for (const key of cfg.servers.filter((k) => k !== 'mediasoup-2w')) {
+    for (const key of cfg.servers.filter((k) => !k.startsWith('mediasoup') || k.endsWith('-1w'))) {
       const base = results.find((r) => r.server === key && r.scenario === scenario && r.n === Number(n))
       if (base) genCheck.push(base)
       for (const t of threads.split(',').map(Number)) {
@@ -353,7 +383,7 @@ async function main () {
   }
   const finished = new Date()
   const summary = ceilings(results)
-  const out = { ...meta, finished: finished.toISOString(), load_at_end: loadavg(), calibration, generator_check: genCheck, socket_check: socketCheck, results, first_attempts_that_missed: retried, summary }
+  const out = { ...meta, finished: finished.toISOString(), load_at_end: loadavg(), addon_at_end: addonIdentity(), calibration, generator_check: genCheck, socket_check: socketCheck, results, first_attempts_that_missed: retried, summary }
   mkdirSync(join(BENCH, 'results'), { recursive: true })
   const stamp = started.toISOString().replace(/[:.]/g, '-').slice(0, 19)
   const file = join(BENCH, 'results', `${stamp}${quick ? '-quick' : ''}.json`)
@@ -363,6 +393,7 @@ async function main () {
   const md = []
   md.push(`Machine: ${meta.machine.cpu} (${meta.machine.cpus} CPUs, ${meta.machine.hypervisor ? meta.machine.hypervisor + ' guest' : 'bare metal'}), ${meta.machine.mem_gib} GiB, ${meta.machine.os}, kernel ${meta.machine.kernel}, Node ${meta.machine.node}`)
   if (meta.addon) md.push(`Our addon: ${meta.addon.file} built ${meta.addon.built}, ${meta.addon.bytes} bytes, md5 ${meta.addon.md5}`)
+  if (out.addon_at_end && meta.addon && out.addon_at_end.md5 !== meta.addon.md5) md.push(`**Our addon was rebuilt during the run**: at the end built ${out.addon_at_end.built}, md5 ${out.addon_at_end.md5} (each point's \`addon_built\` in the JSON says which build it ran on).`)
   md.push(`Generator sockets: ${cfg.sockets === 'client' ? 'one per client connection' : 'one per generator thread'}, ${cfg.threads} generator threads.`)
   md.push(`Load average (1/5/15 min) at start ${quiet.load.join(' / ')}${quiet.quiet === false ? ' (the machine did not become quiet within 20 minutes)' : ''}, at end ${out.load_at_end.join(' / ')}. Each point: ${cfg.warmup} s warm-up, ${cfg.duration} s measured. Media per publisher: Opus-sized audio 50 pkt/s + VP8-sized video ${cfg.videoKbps} kbit/s at 30 fps.`)
   md.push('')
@@ -382,12 +413,12 @@ async function main () {
       ? [r.label, `${r.scenario} ${r.n}`, r.generator_sockets, r.error]
       : [r.label, `${r.scenario} ${r.n}`, r.generator_sockets, f(r.forwarded_pps, 0), f(r.server_cpu_us_per_packet, 2), `${f(r.server_cpu_user_us_per_packet, 1)} + ${f(r.server_cpu_sys_us_per_packet, 1)}`, f(r.latency.p50_ms, 3), f(r.latency.p99_ms, 2), pct(r.loss), f(r.generator.cpu_share * 100, 0) + '%', r.machine_cpu_window ? f(r.machine_cpu_window.busy_cores - r.server_cpu_share - r.generator.cpu_share, 2) : '-', r.udp_counters_window?.RcvbufErrors])))
   }
-  for (const scenario of ['room', 'fanout']) {
+  for (const scenario of SCENARIOS) {
     for (const key of cfg.servers) {
       const rs = results.filter((r) => r.server === key && r.scenario === scenario)
       if (!rs.length) continue
       md.push('')
-      md.push(`${scenario === 'room' ? 'Room of N users (all publish, all subscribe)' : 'One publisher, M subscribers'} — ${SERVERS[key].label}`)
+      md.push(`${TITLE[scenario]} — ${SERVERS[key].label}`)
       md.push(table(HEAD, rs.map(row)))
     }
     // Each of our engines against each mediasoup configuration, and the loops against the tasks.
@@ -406,11 +437,11 @@ async function main () {
   }
   md.push('')
   md.push(`Ceiling (largest size with loss < ${LOSS_MAX * 100}% and p99 < ${P99_MAX_MS} ms, every connection receiving):`)
-  md.push(table(['server', 'room N', 'fanout M', 'room at ~half ceiling p50/p99 ms', 'fanout at ~half ceiling p50/p99 ms', 'CPU fit µs/pkt (room, fanout)', 'RSS fit KB/conn (room, fanout)'], cfg.servers.map((k) => {
+  md.push(table(['server', 'room N', 'fanout M', `${cfg.roomsCount} rooms × fanout M`, 'room at ~half ceiling p50/p99 ms', 'fanout at ~half ceiling p50/p99 ms', 'CPU fit µs/pkt (room, fanout)', 'RSS fit KB/conn (room, fanout)'], cfg.servers.map((k) => {
     const s = summary[k]
     const h = (x) => x.at_half_ceiling ? `N/M=${x.at_half_ceiling.n}: ${x.at_half_ceiling.p50_ms} / ${x.at_half_ceiling.p99_ms}` : '-'
     const c = (x) => !x.tested.length ? '-' : x.ceiling === null ? `< ${x.tested[0]}` : (x.first_miss ? String(x.ceiling) : `>= ${x.ceiling} (largest tested)`)
-    return [SERVERS[k].label, c(s.room), c(s.fanout), h(s.room), h(s.fanout), `${s.room.linear_fit?.us_per_packet ?? '-'} (R² ${s.room.linear_fit?.r2 ?? '-'}), ${s.fanout.linear_fit?.us_per_packet ?? '-'} (R² ${s.fanout.linear_fit?.r2 ?? '-'})`, `${f(s.room.rss_fit_kb_per_connection, 0)}, ${f(s.fanout.rss_fit_kb_per_connection, 0)}`]
+    return [SERVERS[k].label, c(s.room), c(s.fanout), c(s['fanout-rooms']), h(s.room), h(s.fanout), `${s.room.linear_fit?.us_per_packet ?? '-'} (R² ${s.room.linear_fit?.r2 ?? '-'}), ${s.fanout.linear_fit?.us_per_packet ?? '-'} (R² ${s.fanout.linear_fit?.r2 ?? '-'})`, `${f(s.room.rss_fit_kb_per_connection, 0)}, ${f(s.fanout.rss_fit_kb_per_connection, 0)}`]
   })))
   const text = md.join('\n')
   console.log(text)

@@ -1,4 +1,4 @@
-// mediasoup 3.12.16 behind the benchmark's control API: the same routes and the same
+// mediasoup (3.12.16, or another build given by --mediasoup-app) behind the benchmark's control API: the same routes and the same
 // semantics as our server (shared/spec/API.md), built on mediasoup's own Node API, with the SDP
 // translated to and from mediasoup's parameters here (sdp-transform), as a mediasoup
 // application server would do for plain-SDP clients.
@@ -9,11 +9,19 @@
 //   router k % W: its upstream transport and the downstream transports it receives on. A producer
 //   consumed on another worker's router is piped there once (router.pipeToRouter).
 // - Its CPU is the worker processes' (worker.pid) plus this Node process's, counted separately.
-import * as mediasoup from 'mediasoup'
+// - `--mediasoup-app DIR`: take mediasoup from DIR/node_modules (e.g. bench/mediasoup-new/app-3.27.1,
+//   run with that build's Node 22, bench/mediasoup-new/bin/node); default: bench/servers/node_modules
+//   (3.12.16). The API used here is the same in 3.12 and 3.27 (3.27 still accepts `listenIps` and
+//   the worker's rtcMinPort/rtcMaxPort, converting them to listenInfos itself).
+import { createRequire } from 'node:module'
+import { join, resolve } from 'node:path'
 import sdpTransform from 'sdp-transform'
 import { serve, args } from './http-api.mjs'
 
-const opt = args({ port: 50000, workers: 1, rtcMinPort: 51000, rtcMaxPort: 59999 })
+const opt = args({ port: 50000, workers: 1, rtcMinPort: 51000, rtcMaxPort: 59999, mediasoupApp: '' })
+const mediasoup = opt.mediasoupApp
+  ? createRequire(join(resolve(opt.mediasoupApp), 'package.json'))('mediasoup')
+  : await import('mediasoup')
 
 const mediaCodecs = [
   { kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2 },
@@ -304,5 +312,5 @@ const sfu = {
 const pids = { node: process.pid }
 workers.forEach((w, i) => { pids[`worker${i}`] = w.pid })
 await serve(sfu, { port: opt.port, extra: { '/bench/pids': () => pids } })
-console.log(JSON.stringify({ ready: true, server: `mediasoup 3.12.16 (${opt.workers} worker${opt.workers > 1 ? 's' : ''})`, version: mediasoup.version, pids }))
+console.log(JSON.stringify({ ready: true, server: `mediasoup ${mediasoup.version} (${opt.workers} worker${opt.workers > 1 ? 's' : ''})`, version: mediasoup.version, pids }))
 process.on('SIGTERM', () => { workers.forEach((w) => w.close()); process.exit(0) })

@@ -53,6 +53,9 @@ struct Args {
     server_pids: Vec<(String, u32)>,
     setup_timeout: f64,
     room: String,
+    /// `--rooms K`: K independent rooms of the scenario at once (rooms `<room>-0` .. `<room>-K-1`,
+    /// user ids numbered across them), e.g. to load several media loops of one server.
+    rooms: usize,
     /// Shell commands run just before the window opens and just after it closes (e.g. to
     /// switch a profiler's instrumentation on and off around the measured packets).
     hook_start: Option<String>,
@@ -89,6 +92,7 @@ fn parse_args() -> Args {
         server_pids: vec![],
         setup_timeout: 60.0,
         room: "bench".into(),
+        rooms: 1,
         hook_start: None,
         hook_end: None,
         sockets: "client".into(),
@@ -115,6 +119,7 @@ fn parse_args() -> Args {
             "--port-base" => a.port_base = v().parse().expect("--port-base"),
             "--setup-timeout" => a.setup_timeout = v().parse().expect("--setup-timeout"),
             "--room" => a.room = v(),
+            "--rooms" => a.rooms = v().parse().expect("--rooms"),
             "--hook-start" => a.hook_start = Some(v()),
             "--hook-end" => a.hook_end = Some(v()),
             "--sockets" => a.sockets = v(),
@@ -380,6 +385,7 @@ impl Worker {
             return;
         }
         trace_packet("in ", &self.peers[idx].name, data);
+        note_srtp_profile(false, &self.peers[idx].name, data);
         if let Err(e) = self.peers[idx].rtc.handle_input(input) {
             self.peers[idx].dead = Some(format!("handle_input: {e}"));
             return;
@@ -497,6 +503,7 @@ impl Worker {
                 }
                 Output::Transmit(t) => {
                     trace_packet("out", &p.name, &t.contents);
+                    note_srtp_profile(true, &p.name, &t.contents);
                     let _ = self.sockets[p.sock].send_to(&t.contents, t.destination);
                 }
                 Output::Event(e) => self.event(idx, e),
@@ -567,6 +574,45 @@ impl Worker {
         }
         r
     }
+}
+
+/// The SRTP protection profile each connection negotiated, read from the DTLS 1.2 ServerHello's
+/// use_srtp extension: counts per "up|down <profile> (DTLS server: gen|server)". Only datagrams
+/// that start a DTLS handshake record of type ServerHello are parsed (the handshake, not media).
+static SRTP_PROFILES: std::sync::Mutex<std::collections::BTreeMap<String, u64>> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn note_srtp_profile(sent: bool, name: &str, d: &[u8]) {
+    // record header 13 bytes (type 22 = handshake), handshake header 12 bytes (type 2 = ServerHello)
+    if d.len() < 62 || d[0] != 22 || d[13] != 2 {
+        return;
+    }
+    let profile = (|| -> Option<u16> {
+        let mut i = 25 + 2 + 32; // body: version, random
+        i += 1 + *d.get(i)? as usize; // session id
+        i += 2 + 1; // cipher suite, compression
+        let ext_end = i + 2 + u16::from_be_bytes([*d.get(i)?, *d.get(i + 1)?]) as usize;
+        i += 2;
+        while i + 4 <= ext_end.min(d.len()) {
+            let typ = u16::from_be_bytes([d[i], d[i + 1]]);
+            let len = u16::from_be_bytes([d[i + 2], d[i + 3]]) as usize;
+            if typ == 0x000e && len >= 4 {
+                return Some(u16::from_be_bytes([*d.get(i + 6)?, *d.get(i + 7)?]));
+            }
+            i += 4 + len;
+        }
+        None
+    })();
+    let pname = match profile {
+        Some(0x0001) => "SRTP_AES128_CM_HMAC_SHA1_80".to_string(),
+        Some(0x0002) => "SRTP_AES128_CM_HMAC_SHA1_32".to_string(),
+        Some(0x0007) => "SRTP_AEAD_AES_128_GCM".to_string(),
+        Some(0x0008) => "SRTP_AEAD_AES_256_GCM".to_string(),
+        Some(x) => format!("0x{x:04x}"),
+        None => "none".to_string(),
+    };
+    let dir = if name.ends_with(":up") { "up" } else { "down" };
+    let by = if sent { "gen" } else { "server" };
+    *SRTP_PROFILES.lock().unwrap().entry(format!("{dir} {pname} (DTLS server: {by})")).or_insert(0) += 1;
 }
 
 /// With LOADGEN_TRACE set: one stderr line per datagram (time, direction, connection, kind).
@@ -839,6 +885,8 @@ struct Gen {
     connections: usize,
     /// Next port to try for a client's own socket (`--sockets client`).
     next_client_port: u16,
+    /// The room that add_user/produce act on (set while each room is set up).
+    cur_room: String,
 }
 
 impl Gen {
@@ -887,7 +935,7 @@ impl Gen {
     }
 
     fn add_user(&mut self, user: usize) -> Result<(), String> {
-        let room = self.args.room.clone();
+        let room = self.cur_room.clone();
         let t0 = now_ns();
         let resp = self.http.post(&format!("/rooms/{room}/users/{}", Self::uid(user)), &json!({}))?;
         self.add_user_ms.push((now_ns() - t0) as f64 / 1e6);
@@ -923,7 +971,7 @@ impl Gen {
     }
 
     fn produce(&mut self, user: usize, phase: Duration) -> Result<(), String> {
-        let room = self.args.room.clone();
+        let room = self.cur_room.clone();
         let sock = self.client_socket()?;
         let (publisher, offer) = new_publisher(self.local_for(user, &sock), &self.media);
         let t0 = now_ns();
@@ -1038,29 +1086,38 @@ fn main() {
         streams_of: HashMap::new(),
         connections: 0,
         next_client_port: args.client_port_base,
+        cur_room: args.room.clone(),
     };
 
     let pids: Vec<(String, String)> = args.server_pids.iter().map(|(n, p)| (n.clone(), p.to_string())).collect();
     let rss_idle: Vec<(String, Option<u64>)> = pids.iter().map(|(n, p)| (n.clone(), proc_rss_kb(p))).collect();
 
     let setup_start = Instant::now();
-    let room = args.room.clone();
+    let room_names: Vec<String> = if args.rooms <= 1 { vec![args.room.clone()] } else { (0..args.rooms).map(|k| format!("{}-{k}", args.room)).collect() };
     let setup: Result<(), String> = (|| {
         match args.scenario.as_str() {
             "room" => {
-                g.http.post(&format!("/rooms/{room}"), &json!({}))?;
-                for u in 0..args.n {
-                    g.add_user(u)?;
-                    let phase = Duration::from_micros((u as u64 * 7_919) % 33_000);
-                    g.produce(u, phase)?;
+                for (k, room) in room_names.iter().enumerate() {
+                    g.cur_room = room.clone();
+                    g.http.post(&format!("/rooms/{room}"), &json!({}))?;
+                    let base = k * args.n;
+                    for u in base..base + args.n {
+                        g.add_user(u)?;
+                        let phase = Duration::from_micros((u as u64 * 7_919) % 33_000);
+                        g.produce(u, phase)?;
+                    }
                 }
             }
             "fanout" => {
-                g.http.post(&format!("/rooms/{room}"), &json!({}))?;
-                g.add_user(0)?;
-                g.produce(0, Duration::ZERO)?;
-                for u in 1..=args.n {
-                    g.add_user(u)?;
+                for (k, room) in room_names.iter().enumerate() {
+                    g.cur_room = room.clone();
+                    g.http.post(&format!("/rooms/{room}"), &json!({}))?;
+                    let base = k * (args.n + 1);
+                    g.add_user(base)?;
+                    g.produce(base, Duration::from_micros((k as u64 * 7_919) % 33_000))?;
+                    for u in base + 1..=base + args.n {
+                        g.add_user(u)?;
+                    }
                 }
             }
             "direct" => {
@@ -1216,6 +1273,7 @@ fn main() {
     let out = json!({
         "scenario": args.scenario,
         "n": args.n,
+        "rooms": args.rooms.max(1),
         "media": {"audio": args.audio, "video_kbps": args.video_kbps, "fps": args.fps},
         "setup_ok": setup.is_ok(),
         "setup_error": setup.err(),
@@ -1241,6 +1299,7 @@ fn main() {
         "server_cpu_user_us_per_packet": if received > 0 { cpu_user / received as f64 * 1e6 } else { f64::NAN },
         "server_cpu_sys_us_per_packet": if received > 0 { (cpu_total - cpu_user) / received as f64 * 1e6 } else { f64::NAN },
         "udp_counters_window": udp_delta,
+        "srtp_profiles": SRTP_PROFILES.lock().unwrap().clone(),
         "machine_cpu_window": machine,
         "latency_at_generator_after_processing": lat_summary(rep.lat_app),
         "server_cpu_us_per_packet": if received > 0 { cpu_total / received as f64 * 1e6 } else { f64::NAN },
@@ -1274,7 +1333,9 @@ fn main() {
 
     // Leave the server clean for whoever reuses it, then stop.
     if args.scenario != "direct" {
-        let _ = g.http.delete(&format!("/rooms/{room}"));
+        for room in &room_names {
+            let _ = g.http.delete(&format!("/rooms/{room}"));
+        }
     }
     for w in &g.workers {
         let _ = w.tx.send(Cmd::Stop);
