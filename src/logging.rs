@@ -58,11 +58,13 @@ fn parse_filter(spec: &str) -> SfuResult<EnvFilter> {
 /// on first use `MEDIASERVER_LOG`, else warnings and errors) and the sink (`None`: stderr).
 pub fn configure(level: Option<&str>, sink: Option<LogSink>) -> SfuResult<()> {
     let filter = level.map(parse_filter).transpose()?;
+    let mut installed = None;
     let logging = LOGGING.get_or_init(|| {
         let initial = std::env::var(LEVEL_VARIABLE)
             .ok()
             .and_then(|spec| parse_filter(&spec).ok())
             .unwrap_or_else(|| EnvFilter::new(DEFAULT_LEVEL));
+        installed = Some(log_level_of(&initial));
         let (filter_layer, filter) = reload::Layer::new(initial);
         let sink: Arc<RwLock<Option<LogSink>>> = Arc::default();
         let to_stderr = sink.clone();
@@ -74,25 +76,34 @@ pub fn configure(level: Option<&str>, sink: Option<LogSink>) -> SfuResult<()> {
         let _ = Registry::default().with(filter_layer).with(stderr).with(SinkLayer { sink: sink.clone() }).try_init();
         Logging { filter, sink }
     });
+    let level = filter.as_ref().map(log_level_of).or(installed);
     if let Some(filter) = filter {
         logging.filter.reload(filter).map_err(|e| SfuError::internal("setting the log level", e))?;
     }
     // The `log` macros (webrtc-rs logs through them) check this level before they build a
-    // record: kept at the filter's, a `debug!` per packet costs a compare, not a record routed
-    // through tracing to be dropped there (5.9 % of the loop's CPU in the fanout profile, with the
-    // default filter, before this was set on first use too).
-    log::set_max_level(match tracing::level_filters::LevelFilter::current().into_level() {
-        None => log::LevelFilter::Off,
+    // record. It must be the filter's own: tracing's global level says TRACE here (the sink
+    // layers' per-layer filters give no hint), and then every `debug!` per packet built a record
+    // and routed it through tracing only to be dropped (5.9 % of the loop's CPU in the bench).
+    if let Some(level) = level {
+        log::set_max_level(level);
+    }
+    if sink.is_some() {
+        *logging.sink.write().unwrap_or_else(|e| e.into_inner()) = sink;
+    }
+    Ok(())
+}
+
+/// The most verbose level `filter` lets through, for the `log` crate.
+fn log_level_of(filter: &EnvFilter) -> log::LevelFilter {
+    match <EnvFilter as Layer<Registry>>::max_level_hint(filter).and_then(|l| l.into_level()) {
+        None if <EnvFilter as Layer<Registry>>::max_level_hint(filter).is_some() => log::LevelFilter::Off,
+        None => log::LevelFilter::Trace,
         Some(Level::ERROR) => log::LevelFilter::Error,
         Some(Level::WARN) => log::LevelFilter::Warn,
         Some(Level::INFO) => log::LevelFilter::Info,
         Some(Level::DEBUG) => log::LevelFilter::Debug,
         Some(Level::TRACE) => log::LevelFilter::Trace,
-    });
-    if sink.is_some() {
-        *logging.sink.write().unwrap_or_else(|e| e.into_inner()) = sink;
     }
-    Ok(())
 }
 
 struct SinkLayer {
@@ -158,6 +169,15 @@ impl Visit for FieldCollector {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_log_crate_gets_the_filters_own_level() {
+        let level = |spec: &str| log_level_of(&EnvFilter::new(spec));
+        assert_eq!(level("warn,rtc=error,webrtc=error"), log::LevelFilter::Warn);
+        assert_eq!(level("error,mediaserver_rs=debug"), log::LevelFilter::Debug);
+        assert_eq!(level("trace"), log::LevelFilter::Trace);
+        assert_eq!(level("off"), log::LevelFilter::Off);
+    }
     use super::*;
     use std::sync::Mutex;
 
