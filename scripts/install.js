@@ -5,7 +5,7 @@
 // lets the install finish (requiring the package then gives the same message).
 const { execFileSync, spawnSync } = require('node:child_process')
 const { copyFileSync, existsSync } = require('node:fs')
-const { join } = require('node:path')
+const { join, resolve } = require('node:path')
 
 const root = join(__dirname, '..')
 const loads = () => spawnSync(process.execPath, ['-e', 'require(process.argv[1])', join(root, 'index.js')], { stdio: 'ignore' }).status === 0
@@ -13,7 +13,7 @@ const loads = () => spawnSync(process.execPath, ['-e', 'require(process.argv[1])
 if (loads()) process.exit(0)
 // `npm install` / `npm ci` in the repository itself: development, where `npm run build` (and
 // `npm test`) build the addon; only an install into another project builds here.
-if (process.env.INIT_CWD && require('node:path').resolve(process.env.INIT_CWD) === root) process.exit(0)
+if (process.env.INIT_CWD && resolve(process.env.INIT_CWD) === root) process.exit(0)
 if (!existsSync(join(root, 'Cargo.toml'))) {
   console.warn('mediaserver-rs: no prebuilt binary for this platform, and no Rust source to build one from (see the README, "Install")')
   process.exit(0)

@@ -95,9 +95,10 @@ pub fn configure(level: Option<&str>, sink: Option<LogSink>) -> SfuResult<()> {
 
 /// The most verbose level `filter` lets through, for the `log` crate.
 fn log_level_of(filter: &EnvFilter) -> log::LevelFilter {
-    match <EnvFilter as Layer<Registry>>::max_level_hint(filter).and_then(|l| l.into_level()) {
-        None if <EnvFilter as Layer<Registry>>::max_level_hint(filter).is_some() => log::LevelFilter::Off,
-        None => log::LevelFilter::Trace,
+    // No hint: the filter may let anything through.
+    let Some(hint) = <EnvFilter as Layer<Registry>>::max_level_hint(filter) else { return log::LevelFilter::Trace };
+    match hint.into_level() {
+        None => log::LevelFilter::Off,
         Some(Level::ERROR) => log::LevelFilter::Error,
         Some(Level::WARN) => log::LevelFilter::Warn,
         Some(Level::INFO) => log::LevelFilter::Info,
@@ -169,6 +170,8 @@ impl Visit for FieldCollector {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::sync::Mutex;
 
     #[test]
     fn the_log_crate_gets_the_filters_own_level() {
@@ -178,8 +181,6 @@ mod tests {
         assert_eq!(level("trace"), log::LevelFilter::Trace);
         assert_eq!(level("off"), log::LevelFilter::Off);
     }
-    use super::*;
-    use std::sync::Mutex;
 
     #[test]
     fn bad_levels_are_invalid_arguments() {

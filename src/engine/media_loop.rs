@@ -24,7 +24,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::tcp_framing::TcpFrameDecoder;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use super::udp::{BatchSocket, SendScratch, Transmit};
+use super::udp::{set_int_option, BatchSocket, SendScratch, Transmit};
 
 /// A connection's id, unique on its loop.
 pub type PeerId = u64;
@@ -423,7 +423,8 @@ impl<H: LoopHandler> LoopState<H> {
                 if stream.set_nonblocking(true).is_err() || stream.set_nodelay(true).is_err() {
                     continue;
                 }
-                set_send_buffer(&stream, TCP_SNDBUF);
+                // Best effort: the default only makes a stalled reader's losses start later.
+                set_int_option(std::os::fd::AsRawFd::as_raw_fd(&stream), libc::SOL_SOCKET, libc::SO_SNDBUF, TCP_SNDBUF).ok();
                 self.poller.add(std::os::fd::AsRawFd::as_raw_fd(&stream));
                 self.streams.insert((local, peer), TcpConn { stream, decoder: TcpFrameDecoder::new(), pending: Vec::new() });
             }
@@ -550,22 +551,6 @@ impl<H: LoopHandler> LoopState<H> {
 }
 
 /// Logs a caught panic at most once per 10 s, counting the ones kept quiet.
-/// Sets a socket's kernel send buffer (the kernel doubles it for its bookkeeping); a failure
-/// leaves the default, which only makes a stalled reader's losses start later.
-fn set_send_buffer(stream: &std::net::TcpStream, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid socket descriptor and an int option of the size given.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&bytes as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        );
-    }
-}
-
 #[derive(Default)]
 struct PanicThrottle {
     last: Option<Instant>,

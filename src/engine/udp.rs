@@ -308,7 +308,7 @@ impl SendScratch {
     }
 }
 
-fn set_int_option(fd: i32, level: libc::c_int, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+pub(crate) fn set_int_option(fd: i32, level: libc::c_int, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: a plain setsockopt with an int value.
     let r = unsafe {
         libc::setsockopt(fd, level, option, (&value as *const libc::c_int).cast(), size_of::<libc::c_int>() as libc::socklen_t)

@@ -158,14 +158,58 @@ struct RoomAudio {
     next_levels: Option<Instant>,
 }
 
+/// The rooms' speaker detection and level reports, from their producers' audio levels.
+struct Speakers {
+    /// By room id.
+    rooms: HashMap<Arc<str>, RoomAudio>,
+    /// How often to report the rooms' audio levels (`audiolevels`), if at all.
+    interval: Option<Duration>,
+}
+
+impl Speakers {
+    /// One audio packet's level (RFC 6464) from the producer `observer` stands for.
+    fn hear(&mut self, observer: &Arc<dyn PeerObserver>, level: u8, now: Instant) {
+        let Some(label) = observer.label() else { return };
+        let interval = self.interval;
+        let room = self.rooms.entry(label.room_id.clone()).or_insert_with(|| RoomAudio {
+            detector: SpeakerDetector::default(),
+            observer: observer.clone(),
+            next_levels: interval.map(|interval| now + interval),
+        });
+        if let Some(user) = room.detector.packet(&label.user_id, level, now) {
+            observer.emit(ServerEvent::ActiveSpeaker { room_id: label.room_id.to_string(), user_id: user.to_string() });
+        }
+    }
+
+    /// A producer left: its room forgets it, and a room with no one left is dropped.
+    fn forget(&mut self, label: &ConnectionLabel) {
+        let Some(room) = self.rooms.get_mut(&label.room_id) else { return };
+        room.detector.remove(&label.user_id);
+        if room.detector.is_empty() {
+            self.rooms.remove(&label.room_id);
+        }
+    }
+
+    fn next_report(&self) -> Option<Instant> {
+        self.rooms.values().filter_map(|r| r.next_levels).min()
+    }
+
+    /// Emits `audiolevels` for every room whose interval has ended.
+    fn report(&mut self, now: Instant) {
+        let Some(interval) = self.interval else { return };
+        for (room_id, room) in self.rooms.iter_mut().filter(|(_, r)| r.next_levels.is_some_and(|t| t <= now)) {
+            room.next_levels = Some(now + interval);
+            let levels = room.detector.take_levels().into_iter().map(|(user, level)| (user.to_string(), level)).collect();
+            room.observer.emit(ServerEvent::AudioLevels { room_id: room_id.to_string(), levels });
+        }
+    }
+}
+
 /// The SFU state of one loop.
 pub struct SfuHandler {
     peers: HashMap<PeerId, PeerEntry>,
     streams: HashMap<(PeerId, Kind), Stream>,
-    /// Each room's audio levels and dominant speaker, by room id.
-    rooms: HashMap<Arc<str>, RoomAudio>,
-    /// How often to report the rooms' audio levels (`audiolevels`), if at all.
-    audio_levels: Option<Duration>,
+    speakers: Speakers,
     totals: Arc<ForwardTotals>,
     unflushed: (u64, u64),
     last_flush: Instant,
@@ -176,8 +220,7 @@ impl SfuHandler {
         Self {
             peers: HashMap::new(),
             streams: HashMap::new(),
-            rooms: HashMap::new(),
-            audio_levels,
+            speakers: Speakers { rooms: HashMap::new(), interval: audio_levels },
             totals,
             unflushed: (0, 0),
             last_flush: Instant::now(),
@@ -204,12 +247,7 @@ impl SfuHandler {
                     self.streams.remove(&(id, kind));
                 }
                 if let Some(label) = entry.observer.label() {
-                    if let Some(room) = self.rooms.get_mut(&label.room_id) {
-                        room.detector.remove(&label.user_id);
-                        if room.detector.is_empty() {
-                            self.rooms.remove(&label.room_id);
-                        }
-                    }
+                    self.speakers.forget(label);
                 }
             }
             Role::Downstream { producer, .. } => {
@@ -285,22 +323,14 @@ impl SfuHandler {
             }
             stream.source_ssrc = Some(packet.header.ssrc);
         }
-        if let (Some(id), false) = (stream.audio_level, stream.muted) {
-            // The level is the extension's low 7 bits (the top one is voice activity).
-            if let Some(level) = packet.header.get_extension(id).and_then(|v| v.first().map(|b| b & 0x7f)) {
-                if let Some(entry) = self.peers.get(&producer) {
-                    if let Some(label) = entry.observer.label() {
-                        let room = self.rooms.entry(label.room_id.clone()).or_insert_with(|| RoomAudio {
-                            detector: SpeakerDetector::default(),
-                            observer: entry.observer.clone(),
-                            next_levels: self.audio_levels.map(|interval| now + interval),
-                        });
-                        if let Some(user) = room.detector.packet(&label.user_id, level, now) {
-                            entry.observer.emit(ServerEvent::ActiveSpeaker { room_id: label.room_id.to_string(), user_id: user.to_string() });
-                        }
-                    }
-                }
-            }
+        // The level is the extension's low 7 bits (the top one is voice activity).
+        let level = stream
+            .audio_level
+            .filter(|_| !stream.muted)
+            .and_then(|id| packet.header.get_extension(id))
+            .and_then(|v| v.first().map(|b| b & 0x7f));
+        if let (Some(level), Some(entry)) = (level, self.peers.get(&producer)) {
+            self.speakers.hear(&entry.observer, level, now);
         }
         if stream.muted || stream.outputs.is_empty() {
             return;
@@ -347,11 +377,7 @@ impl SfuHandler {
             return;
         };
         let Some(pc) = peers.get_mut(consumer) else { return };
-        let lost = nack.nacks.iter().flat_map(|pair| {
-            std::iter::once(pair.packet_id)
-                .chain((0..16u16).filter(|bit| pair.lost_packets & (1 << bit) != 0).map(|bit| pair.packet_id.wrapping_add(bit + 1)))
-        });
-        for seq in lost {
+        for seq in nack.nacks.iter().flat_map(|pair| *pair) {
             if let Some(packet) = output.retransmission(seq, history) {
                 let _ = pc.handle_write(TaggedRTCMessage { now, message: RTCMessage::RtpPacket(String::new(), packet) });
             }
@@ -446,21 +472,14 @@ impl LoopHandler for SfuHandler {
     fn poll_timeout(&self) -> Option<Instant> {
         let keyframes = self.streams.values().filter_map(Stream::keyframe_due).min();
         let flush = (self.unflushed.0 > 0).then(|| self.last_flush + TOTALS_FLUSH_INTERVAL);
-        let levels = self.rooms.values().filter_map(|r| r.next_levels).min();
-        keyframes.into_iter().chain(flush).chain(levels).min()
+        keyframes.into_iter().chain(flush).chain(self.speakers.next_report()).min()
     }
 
     fn handle_timeout(&mut self, peers: &mut Peers, now: Instant) {
         if self.unflushed.0 > 0 && now >= self.last_flush + TOTALS_FLUSH_INTERVAL {
             self.flush_totals(now);
         }
-        if let Some(interval) = self.audio_levels {
-            for (room_id, room) in self.rooms.iter_mut().filter(|(_, r)| r.next_levels.is_some_and(|t| t <= now)) {
-                room.next_levels = Some(now + interval);
-                let levels = room.detector.take_levels().into_iter().map(|(user, level)| (user.to_string(), level)).collect();
-                room.observer.emit(ServerEvent::AudioLevels { room_id: room_id.to_string(), levels });
-            }
-        }
+        self.speakers.report(now);
         for (&(producer, _), stream) in self.streams.iter_mut() {
             if stream.keyframe_due().is_none_or(|t| t > now) {
                 continue;
