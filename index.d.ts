@@ -247,7 +247,39 @@ export interface AudioLevelsEvent {
   levels: Array<{ userId: string; level: number }>
 }
 
-export type MediaServerEvent = ConnectionStateChangeEvent | ConstraintsChangeEvent | RoomClosedEvent | OfferTimeoutEvent | ActiveSpeakerEvent | AudioLevelsEvent
+/**
+ * The simulcast layer a consumer receives of a producer's video changed. Emitted when the
+ * switch happens, at a keyframe of the new layer: after `setPreferredLayers`, when the
+ * producer's layers appear or pause, and when the consumer first gets video.
+ */
+export interface LayersChangeEvent {
+  type: 'layerschange'
+  roomId: string
+  /** The consumer. */
+  userId: string
+  producerId: string
+  /** 0 is the lowest layer: layers are numbered in the order of the producer's `a=simulcast` (its `sendEncodings`). */
+  spatialLayer: number
+  /** `null`: every temporal layer is forwarded. */
+  temporalLayer: number | null
+}
+
+/** What `setPreferredLayers` takes: caps on the layers one consumer gets. Absent or `null`: no cap. */
+export interface PreferredLayers {
+  /** The highest spatial layer to forward, 0 the lowest (integer 0-255). */
+  spatialLayer?: number | null
+  /** Accepted and validated (integer 0-255); temporal layers are not selected yet. */
+  temporalLayer?: number | null
+}
+
+/** The layers the server now selects for the consumer (it switches at that layer's next keyframe). */
+export interface LayersResponse {
+  spatialLayer: number
+  /** `null`: every temporal layer is forwarded. */
+  temporalLayer: number | null
+}
+
+export type MediaServerEvent = ConnectionStateChangeEvent | ConstraintsChangeEvent | RoomClosedEvent | OfferTimeoutEvent | ActiveSpeakerEvent | AudioLevelsEvent | LayersChangeEvent
 export type MediaServerEventName = MediaServerEvent['type']
 
 /**
@@ -332,6 +364,20 @@ export interface OutboundTrackStats {
   fractionLost: number | null
   jitter: number | null
   roundTripTime: number | null
+  /** Of a video track on the media loops: the producer's simulcast layers this consumer gets; `null` otherwise. */
+  layers: LayerStats | null
+}
+
+/** Which of its producer's simulcast layers a consumer gets (0 is the lowest). */
+export interface LayerStats {
+  /** The spatial layer it receives now; `null` before its first keyframe. */
+  current: number | null
+  /** The one it moves to at that layer's next keyframe (equal to `current` when settled). */
+  target: number | null
+  /** Its cap from `setPreferredLayers`; `null`: none. */
+  preferred: number | null
+  /** The layers arriving from the producer now, lowest first; `[0]` without simulcast. */
+  available: number[]
 }
 
 export interface ConnectionStats {
@@ -411,7 +457,7 @@ export declare class MediaServer {
   constructor(options?: MediaServerOptions)
   /**
    * Calls `listener` with each event of that name from now on: `connectionstatechange`,
-   * `constraintschange`, `roomclosed`, `offertimeout`, `activespeaker`, `audiolevels` (`error`
+   * `constraintschange`, `roomclosed`, `offertimeout`, `activespeaker`, `audiolevels`, `layerschange` (`error`
    * is accepted and never emitted).
    * As `EventEmitter.on`: the same function added twice is called twice, listeners are called
    * in the order they were added, and a listener that throws is an uncaught exception.
@@ -447,6 +493,12 @@ export declare class MediaServer {
   consume(roomId: string | number, userId: string | number, body: ConsumeBody): Promise<ConsumeResponse>
   /** `DELETE /rooms/:room_id/users/:user_id/produce`. */
   stopProduce(roomId: string | number, userId: string | number): Promise<StopProduceResponse>
+  /**
+   * Caps the simulcast layers consumer `userId` gets of producer `producerId`'s video
+   * (`PUT /rooms/:room_id/users/:user_id/layers/:producer_id`). Resolves to the layers the
+   * server now selects; the switch happens at that layer's next keyframe (`layerschange`).
+   */
+  setPreferredLayers(roomId: string | number, userId: string | number, producerId: string | number, layers: PreferredLayers): Promise<LayersResponse>
   /** `DELETE /rooms/:room_id/users/:user_id`. The last user out deletes the room. */
   removeUser(roomId: string | number, userId: string | number): Promise<RemoveUserResponse>
   /** `DELETE /rooms/:room_id`. */

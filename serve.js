@@ -238,6 +238,8 @@ function buildApp (media, token) {
   app.post('/rooms/:room_id/users/:user_id/consume', async (request) =>
     media.consume(p(request).room_id, p(request).user_id, request.body))
   // extensions: not in the spec
+  app.post('/rooms/:room_id/users/:user_id/layers/:producer_id', async (request) =>
+    media.setPreferredLayers(p(request).room_id, p(request).user_id, p(request).producer_id, request.body))
   app.get('/stats', async () => media.stats())
   app.get('/rooms/:room_id/stats', async (request) => media.getStats(p(request).room_id))
   app.get('/rooms/:room_id/users/:user_id/stats', async (request) =>

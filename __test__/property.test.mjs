@@ -938,7 +938,7 @@ function checkRoomView (p, v, roomId) {
 }
 
 const INBOUND = ['kind', 'codec', 'ssrc', 'packetsReceived', 'bytesReceived', 'packetsLost', 'jitter', 'nackCount', 'pliCount', 'firCount']
-const OUTBOUND = ['kind', 'codec', 'ssrc', 'packetsSent', 'bytesSent', 'retransmittedPacketsSent', 'nackCount', 'pliCount', 'firCount', 'packetsLost', 'fractionLost', 'jitter', 'roundTripTime']
+const OUTBOUND = ['kind', 'codec', 'ssrc', 'packetsSent', 'bytesSent', 'retransmittedPacketsSent', 'nackCount', 'pliCount', 'firCount', 'packetsLost', 'fractionLost', 'jitter', 'roundTripTime', 'layers']
 function checkConnectionStats (p, w, c) {
   checkKeys(p, w, c, ['direction', 'userId', 'producerId', 'state', 'transport', 'tracks'])
   if (!['upstream', 'downstream'].includes(c?.direction)) p.push(`${w}.direction ${c?.direction}`)

@@ -43,8 +43,8 @@ fn parse_json<'env>(env: &Env, text: &str) -> napi::Result<Unknown<'env>> {
 /// The event names the listener methods take. The server emits all but the last; `error` is
 /// accepted and never emitted, so that Node's `events.once(server, name)` and
 /// `events.on(server, name)`, which listen for `error` on any emitter, work.
-const EVENTS: [&str; 7] =
-    ["connectionstatechange", "constraintschange", "roomclosed", "offertimeout", "activespeaker", "audiolevels", "error"];
+const EVENTS: [&str; 8] =
+    ["connectionstatechange", "constraintschange", "roomclosed", "offertimeout", "activespeaker", "audiolevels", "layerschange", "error"];
 
 /// Delivers events on the JS thread: one weak threadsafe function per server (it never keeps
 /// the process alive), called with the event's index in `EVENTS` and its JSON text.
@@ -523,7 +523,7 @@ impl MediaServer {
     }
 
     /// Calls `listener` with each event of that name from now on: `connectionstatechange`,
-    /// `constraintschange`, `roomclosed`, `offertimeout`, `activespeaker`, `audiolevels` (`error`
+    /// `constraintschange`, `roomclosed`, `offertimeout`, `activespeaker`, `audiolevels`, `layerschange` (`error`
     /// is accepted and never emitted).
     /// As `EventEmitter.on`: the same function added twice is called twice, listeners are called
     /// in the order they were added, and a listener that throws is an uncaught exception.
@@ -721,6 +721,32 @@ impl MediaServer {
         settle(env, async move {
             let [room_id, user_id] = converted?;
             core.stop_produce(&required(room_id), &required(user_id)).await
+        })
+    }
+
+    /// Caps the simulcast layers consumer `userId` gets of producer `producerId`'s video
+    /// (`PUT /rooms/:room_id/users/:user_id/layers/:producer_id`). Resolves to the layers the
+    /// server now selects; the switch happens at that layer's next keyframe (`layerschange`).
+    #[napi(
+        ts_args_type = "roomId: string | number, userId: string | number, producerId: string | number, layers: PreferredLayers",
+        ts_return_type = "Promise<LayersResponse>"
+    )]
+    pub fn set_preferred_layers<'env>(
+        &self,
+        env: &'env Env,
+        room_id: Option<Unknown<'_>>,
+        user_id: Option<Unknown<'_>>,
+        producer_id: Option<Unknown<'_>>,
+        layers: Option<Unknown<'_>>,
+    ) -> napi::Result<PromiseRaw<'env, Unknown<'env>>> {
+        let core = self.core.clone();
+        let converted = args(
+            env,
+            [(Arg::Id("roomId"), room_id), (Arg::Id("userId"), user_id), (Arg::Id("producerId"), producer_id), (Arg::Body("layers"), layers)],
+        );
+        settle(env, async move {
+            let [room_id, user_id, producer_id, layers] = converted?;
+            core.set_preferred_layers(&required(room_id), &required(user_id), &required(producer_id), layers.as_ref()).await
         })
     }
 

@@ -247,7 +247,39 @@ export interface AudioLevelsEvent {
   levels: Array<{ userId: string; level: number }>
 }
 
-export type MediaServerEvent = ConnectionStateChangeEvent | ConstraintsChangeEvent | RoomClosedEvent | OfferTimeoutEvent | ActiveSpeakerEvent | AudioLevelsEvent
+/**
+ * The simulcast layer a consumer receives of a producer's video changed. Emitted when the
+ * switch happens, at a keyframe of the new layer: after `setPreferredLayers`, when the
+ * producer's layers appear or pause, and when the consumer first gets video.
+ */
+export interface LayersChangeEvent {
+  type: 'layerschange'
+  roomId: string
+  /** The consumer. */
+  userId: string
+  producerId: string
+  /** 0 is the lowest layer: layers are numbered in the order of the producer's `a=simulcast` (its `sendEncodings`). */
+  spatialLayer: number
+  /** `null`: every temporal layer is forwarded. */
+  temporalLayer: number | null
+}
+
+/** What `setPreferredLayers` takes: caps on the layers one consumer gets. Absent or `null`: no cap. */
+export interface PreferredLayers {
+  /** The highest spatial layer to forward, 0 the lowest (integer 0-255). */
+  spatialLayer?: number | null
+  /** Accepted and validated (integer 0-255); temporal layers are not selected yet. */
+  temporalLayer?: number | null
+}
+
+/** The layers the server now selects for the consumer (it switches at that layer's next keyframe). */
+export interface LayersResponse {
+  spatialLayer: number
+  /** `null`: every temporal layer is forwarded. */
+  temporalLayer: number | null
+}
+
+export type MediaServerEvent = ConnectionStateChangeEvent | ConstraintsChangeEvent | RoomClosedEvent | OfferTimeoutEvent | ActiveSpeakerEvent | AudioLevelsEvent | LayersChangeEvent
 export type MediaServerEventName = MediaServerEvent['type']
 
 /**
@@ -332,6 +364,20 @@ export interface OutboundTrackStats {
   fractionLost: number | null
   jitter: number | null
   roundTripTime: number | null
+  /** Of a video track on the media loops: the producer's simulcast layers this consumer gets; `null` otherwise. */
+  layers: LayerStats | null
+}
+
+/** Which of its producer's simulcast layers a consumer gets (0 is the lowest). */
+export interface LayerStats {
+  /** The spatial layer it receives now; `null` before its first keyframe. */
+  current: number | null
+  /** The one it moves to at that layer's next keyframe (equal to `current` when settled). */
+  target: number | null
+  /** Its cap from `setPreferredLayers`; `null`: none. */
+  preferred: number | null
+  /** The layers arriving from the producer now, lowest first; `[0]` without simulcast. */
+  available: number[]
 }
 
 export interface ConnectionStats {

@@ -80,6 +80,41 @@ pub struct ConsumeResponse {
     pub status: &'static str,
 }
 
+/// What `setPreferredLayers` asks for: caps on the layers one consumer gets of one producer's
+/// video (`None`: no cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PreferredLayers {
+    pub spatial: Option<u8>,
+    pub temporal: Option<u8>,
+}
+
+/// The layers the server selects for a consumer after `setPreferredLayers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayersResponse {
+    pub spatial_layer: u8,
+    /// `null`: every temporal layer is forwarded (temporal layers are not selected yet).
+    pub temporal_layer: Option<u8>,
+}
+
+/// Reads `{ spatialLayer?, temporalLayer? }`: each absent, `null`, or an integer 0–255.
+pub fn parse_preferred_layers(body: &Map<String, Value>) -> SfuResult<PreferredLayers> {
+    if let Some(key) = body.keys().find(|k| !matches!(k.as_str(), "spatialLayer" | "temporalLayer")) {
+        return Err(SfuError::InvalidArgument(format!("unknown field '{key}': the layers are spatialLayer and temporalLayer")));
+    }
+    let layer = |name: &str| -> SfuResult<Option<u8>> {
+        match body.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| SfuError::InvalidArgument(format!("{name} must be an integer from 0 to 255, or null"))),
+        }
+    };
+    Ok(PreferredLayers { spatial: layer("spatialLayer")?, temporal: layer("temporalLayer")? })
+}
+
 /// The response of both `stopProduce` (with `constraints`) and `removeUser` (without).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LeaveResponse {

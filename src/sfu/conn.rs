@@ -34,9 +34,10 @@ use super::peer::{
     ICE_ATTEMPTS, ICE_TIMEOUTS,
 };
 use super::sdp::{Codec, Kind};
-use super::stats::{connection_stats, ConnectionStats, ForwardTotals, RateMeter};
+use super::stats::{connection_stats, ConnectionStats, ForwardTotals, RateMeter, TrackStats};
 use crate::engine::media_loop::{MediaLoop, PeerId};
-use super::loop_media::{Output, PeerObserver, SfuHandler};
+use super::loop_media::{ConsumerLayers, Output, PeerObserver, SfuHandler};
+use crate::media::codec::VideoCodec;
 
 /// The media loops of a server, and where the next room goes.
 pub struct Engine {
@@ -536,11 +537,12 @@ impl Conn {
             Conn::Loop(conn) => {
                 let now = Instant::now();
                 let id = conn.id;
-                let (report, dropped) = conn
+                let (report, dropped, layers) = conn
                     .lp
                     .call(move |ctx| {
                         let dropped = ctx.peers.dropped(id);
-                        ctx.peers.get_mut(id).map(|pc| (pc.get_stats(now, StatsSelector::None), dropped))
+                        let layers = ctx.handler.consumer_layers(id);
+                        ctx.peers.get_mut(id).map(|pc| (pc.get_stats(now, StatsSelector::None), dropped, layers))
                     })
                     .await
                     .ok()
@@ -549,6 +551,13 @@ impl Conn {
                 let mut stats =
                     connection_stats(&conn.report.label, conn.report.last(), &report, codecs, &conn.rates, Some(conn.lp.local_addr().port()), now);
                 stats.transport.packets_dropped = dropped;
+                for track in &mut stats.tracks {
+                    if let TrackStats::Outbound(track) = track {
+                        if track.kind == Kind::Video.as_str() {
+                            track.layers = layers.map(|l| l.stats());
+                        }
+                    }
+                }
                 stats
             }
         }
@@ -584,11 +593,32 @@ impl Forward {
         }
     }
 
-    pub fn source(&self, kind: Kind, payload_type: u8, clock_rate: u32) {
+    pub fn source(&self, kind: Kind, payload_type: u8, clock_rate: u32, codec: VideoCodec) {
         match self {
             Forward::Async(f) => f[kind.index()].send(Control::Source { payload_type, clock_rate }),
-            Forward::Loop { .. } => self.on_loop(move |h, p| h.set_source(p, kind, payload_type, clock_rate)),
+            Forward::Loop { .. } => self.on_loop(move |h, p| h.set_source(p, kind, payload_type, clock_rate, codec)),
         }
+    }
+
+    /// The simulcast layers (RIDs, lowest first) of the producer's video; the task engine
+    /// takes one layer only and ignores them.
+    pub fn layers(&self, rids: Vec<String>) {
+        self.on_loop(move |h, p| h.set_layers(p, rids));
+    }
+
+    /// Caps the spatial layer `downstream`'s consumer gets (`HIGHEST`: none). `None` when the
+    /// consumer does not get this producer's video (or on the task engine, which has no layers).
+    pub async fn set_preferred_layer(&self, downstream: &Conn, spatial: u8) -> Option<ConsumerLayers> {
+        let (Forward::Loop { lp, producer }, Some(consumer)) = (self, downstream.loop_id()) else { return None };
+        let producer = *producer;
+        lp.call(move |ctx| ctx.handler.set_preferred_layer(producer, consumer, spatial)).await.ok().flatten()
+    }
+
+    /// What `downstream`'s consumer gets of the producer's video layers.
+    pub async fn layers_of(&self, downstream: &Conn) -> Option<ConsumerLayers> {
+        let (Forward::Loop { lp, producer }, Some(consumer)) = (self, downstream.loop_id()) else { return None };
+        let producer = *producer;
+        lp.call(move |ctx| ctx.handler.layers_of(producer, consumer)).await.ok().flatten()
     }
 
     pub fn mute(&self, kind: Kind, muted: bool) {
@@ -607,7 +637,17 @@ impl Forward {
 
     /// Starts (or, after a renegotiation, updates) `consumer`'s copy of `kind`.
     #[allow(clippy::too_many_arguments)]
-    pub fn subscribe(&self, kind: Kind, consumer: &Arc<str>, downstream: &Conn, connected: &Arc<AtomicBool>, track: &SendTrack, ssrc: u32, payload_type: u8) {
+    pub fn subscribe(
+        &self,
+        kind: Kind,
+        consumer: &Arc<str>,
+        downstream: &Conn,
+        connected: &Arc<AtomicBool>,
+        track: &SendTrack,
+        ssrc: u32,
+        payload_type: u8,
+        preferred_spatial: u8,
+    ) {
         match (self, downstream, track) {
             (Forward::Async(f), _, SendTrack::Async { track, .. }) => f[kind.index()].send(Control::Subscribe(Subscriber {
                 consumer: consumer.clone(),
@@ -623,7 +663,8 @@ impl Forward {
                     else {
                         return;
                     };
-                    ctx.handler.subscribe(producer, kind, Output::new(id, sender, ssrc, payload_type, rtx));
+                    let output = Output::new(id, sender, ssrc, payload_type, rtx).preferring(preferred_spatial);
+                    ctx.handler.subscribe(producer, kind, output);
                 }));
             }
             _ => {}

@@ -121,6 +121,11 @@ pub enum ServerEvent {
         #[serde(serialize_with = "serialize_levels")]
         levels: Vec<(String, i32)>,
     },
+    /// The simulcast layer consumer `user_id` receives of `producer_id`'s video changed (at a
+    /// keyframe of the new layer). `temporal_layer` is `None` while every temporal layer is
+    /// forwarded.
+    #[serde(rename = "layerschange", rename_all = "camelCase")]
+    LayersChange { room_id: String, user_id: String, producer_id: String, spatial_layer: u8, temporal_layer: Option<u8> },
 }
 
 fn serialize_levels<S: serde::Serializer>(levels: &[(String, i32)], s: S) -> Result<S::Ok, S::Error> {
@@ -148,6 +153,7 @@ impl ServerEvent {
             ServerEvent::OfferTimeout { .. } => "offertimeout",
             ServerEvent::ActiveSpeaker { .. } => "activespeaker",
             ServerEvent::AudioLevels { .. } => "audiolevels",
+            ServerEvent::LayersChange { .. } => "layerschange",
         }
     }
 }

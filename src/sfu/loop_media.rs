@@ -20,9 +20,11 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use super::events::{ConnectionLabel, ConnectionState, ServerEvent};
 use super::sdp::Kind;
 use super::peer::AUDIO_LEVEL_URI;
-use super::stats::ForwardTotals;
+use super::stats::{ForwardTotals, LayerStats};
 use crate::engine::media_loop::{LoopHandler, PeerId, Peers};
+use crate::media::codec::{Vp8Descriptor, VideoCodec};
 use crate::media::history::PacketHistory;
+use crate::media::layers::{LayerSelector, Verdict, Vp8Continuity, HIGHEST, MAX_LAYERS};
 use crate::media::rewrite::Rewrite;
 use crate::media::speaker::SpeakerDetector;
 
@@ -33,6 +35,11 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
 const TOTALS_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// Video packets a producer stream keeps for its consumers' NACKs: about 1.5 s at 2.5 Mbit/s.
 const HISTORY_PACKETS: u16 = 512;
+/// A simulcast layer that sent nothing for this long is taken as paused (the producer's
+/// encoder drops its top layers when its bandwidth falls).
+const LAYER_IDLE: Duration = Duration::from_millis(1500);
+/// How often paused layers are looked for.
+const LAYER_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The control plane's side of a connection: hears its state changes, names its room and
 /// user, and carries the room's events the loop decides (the active speaker).
@@ -68,11 +75,30 @@ pub struct Output {
     pub rtx: Option<(u32, u8)>,
     rtx_seq: u16,
     rewrite: Rewrite,
+    /// Which simulcast layer it gets (unused without simulcast).
+    layers: LayerSelector,
+    vp8: Vp8Continuity,
 }
 
 impl Output {
     pub fn new(consumer: PeerId, sender: RTCRtpSenderId, ssrc: u32, payload_type: u8, rtx: Option<(u32, u8)>) -> Self {
-        Self { consumer, sender, ssrc, payload_type, rtx, rtx_seq: uuid::Uuid::new_v4().as_u128() as u16, rewrite: Rewrite::default() }
+        Self {
+            consumer,
+            sender,
+            ssrc,
+            payload_type,
+            rtx,
+            rtx_seq: uuid::Uuid::new_v4().as_u128() as u16,
+            rewrite: Rewrite::default(),
+            layers: LayerSelector::default(),
+            vp8: Vp8Continuity::default(),
+        }
+    }
+
+    /// With its consumer's cap on the simulcast layer it gets.
+    pub fn preferring(mut self, spatial: u8) -> Self {
+        self.layers.set_preferred(spatial, 0);
+        self
     }
 
     /// This consumer's retransmission of the packet it numbered `seq`, if `history` still has
@@ -97,45 +123,42 @@ impl Output {
     }
 }
 
-/// One kind of one producer's media.
-struct Stream {
-    kind: Kind,
-    /// The payload type and clock rate the producer sends with; other payload types (RTX,
-    /// FEC, a codec not negotiated downstream) are not forwarded.
-    source: Option<(u8, u32)>,
-    /// The producer's remote track of this kind, once it opened.
-    track: Option<(String, RTCRtpReceiverId)>,
-    source_ssrc: Option<u32>,
-    muted: bool,
-    outputs: Vec<Output>,
+/// One encoding a producer sends of a stream: the stream itself, or one simulcast layer.
+struct Layer {
+    /// The RID of a simulcast layer.
+    rid: Option<String>,
+    ssrc: Option<u32>,
     /// Recent packets for the consumers' NACKs (video only: audio negotiates none).
     history: Option<PacketHistory>,
-    /// The id the producer gave the audio-level header extension (RFC 6464), if negotiated.
-    audio_level: Option<u8>,
+    last_packet: Option<Instant>,
     last_keyframe_request: Option<Instant>,
     /// When a keyframe was asked for and not yet requested from the producer.
     keyframe_pending: Option<Instant>,
 }
 
-impl Stream {
-    fn new(kind: Kind) -> Self {
+impl Layer {
+    fn new(kind: Kind, rid: Option<String>) -> Self {
         Self {
-            kind,
-            source: None,
-            track: None,
-            source_ssrc: None,
-            muted: false,
-            outputs: Vec::new(),
+            rid,
+            ssrc: None,
             history: (kind == Kind::Video).then(|| PacketHistory::new(HISTORY_PACKETS)),
-            audio_level: None,
+            last_packet: None,
             last_keyframe_request: None,
             keyframe_pending: None,
         }
     }
 
-    fn request_keyframe(&mut self) {
-        if self.kind == Kind::Video && self.keyframe_pending.is_none() {
-            self.keyframe_pending = Some(Instant::now());
+    /// Its packets now come with `ssrc`; what the history held belongs to another source.
+    fn new_source(&mut self, ssrc: u32) {
+        if let Some(history) = &mut self.history {
+            history.clear();
+        }
+        self.ssrc = Some(ssrc);
+    }
+
+    fn request_keyframe(&mut self, now: Instant) {
+        if self.history.is_some() && self.keyframe_pending.is_none() {
+            self.keyframe_pending = Some(now);
         }
     }
 
@@ -146,6 +169,75 @@ impl Stream {
             Some(last) => asked.max(last + KEYFRAME_REQUEST_INTERVAL),
             None => asked,
         })
+    }
+}
+
+/// One kind of one producer's media.
+struct Stream {
+    /// The payload type and clock rate the producer sends with; other payload types (RTX,
+    /// FEC, a codec not negotiated downstream) are not forwarded.
+    source: Option<(u8, u32)>,
+    codec: VideoCodec,
+    /// The producer's remote track of this kind, once it opened.
+    track: Option<(String, RTCRtpReceiverId)>,
+    muted: bool,
+    outputs: Vec<Output>,
+    /// One layer, or the simulcast layers from lowest to highest.
+    layers: Vec<Layer>,
+    /// Bit `i`: layer `i` is arriving.
+    active: u8,
+    /// The id the producer gave the audio-level header extension (RFC 6464), if negotiated.
+    audio_level: Option<u8>,
+}
+
+impl Stream {
+    fn new(kind: Kind) -> Self {
+        Self {
+            source: None,
+            codec: VideoCodec::Other,
+            track: None,
+            muted: false,
+            outputs: Vec::new(),
+            layers: vec![Layer::new(kind, None)],
+            active: 0,
+            audio_level: None,
+        }
+    }
+
+    fn is_simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+
+    fn request_keyframe(&mut self, now: Instant) {
+        self.layers.iter_mut().for_each(|l| l.request_keyframe(now));
+    }
+
+    /// Asks for a keyframe of the layer `consumer` gets (or awaits).
+    fn request_keyframe_for(&mut self, consumer: PeerId, now: Instant) {
+        if !self.is_simulcast() {
+            return self.request_keyframe(now);
+        }
+        let Some(output) = self.outputs.iter().find(|o| o.consumer == consumer) else { return };
+        if let Some(layer) = output.layers.awaits().or(output.layers.current()) {
+            self.layers[usize::from(layer)].request_keyframe(now);
+        }
+    }
+
+    /// Re-chooses every consumer's layer after the active layers changed, asking for the
+    /// keyframes the new choices wait for.
+    fn retarget(&mut self, now: Instant) {
+        let Stream { outputs, layers, active, .. } = self;
+        for output in outputs.iter_mut() {
+            if output.layers.retarget(*active) {
+                if let Some(layer) = output.layers.awaits() {
+                    layers[usize::from(layer)].request_keyframe(now);
+                }
+            }
+        }
+    }
+
+    fn keyframe_due(&self) -> Option<Instant> {
+        self.layers.iter().filter_map(Layer::keyframe_due).min()
     }
 }
 
@@ -213,6 +305,34 @@ pub struct SfuHandler {
     totals: Arc<ForwardTotals>,
     unflushed: (u64, u64),
     last_flush: Instant,
+    /// When the simulcast streams are next looked at for paused layers.
+    next_layer_check: Option<Instant>,
+}
+
+impl ConsumerLayers {
+    pub fn stats(&self) -> LayerStats {
+        LayerStats {
+            current: self.current,
+            target: self.target,
+            preferred: self.preferred,
+            available: (0..self.available).filter(|l| self.active & (1 << l) != 0).collect(),
+        }
+    }
+}
+
+/// The layers a consumer of a producer's video gets, wants, and could get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerLayers {
+    /// The spatial layer it receives now (`None`: none yet).
+    pub current: Option<u8>,
+    /// The one it moves to at that layer's next keyframe (or stays on).
+    pub target: Option<u8>,
+    /// Its preference (`None`: the best there is).
+    pub preferred: Option<u8>,
+    /// How many spatial layers the producer sends (1 without simulcast).
+    pub available: u8,
+    /// Bit `i`: layer `i` is arriving.
+    pub active: u8,
 }
 
 impl SfuHandler {
@@ -224,6 +344,7 @@ impl SfuHandler {
             totals,
             unflushed: (0, 0),
             last_flush: Instant::now(),
+            next_layer_check: None,
         }
     }
 
@@ -260,24 +381,107 @@ impl SfuHandler {
         }
     }
 
-    pub fn set_source(&mut self, producer: PeerId, kind: Kind, payload_type: u8, clock_rate: u32) {
+    pub fn set_source(&mut self, producer: PeerId, kind: Kind, payload_type: u8, clock_rate: u32, codec: VideoCodec) {
         if let Some(stream) = self.streams.get_mut(&(producer, kind)) {
             stream.source = Some((payload_type, clock_rate.max(1)));
+            stream.codec = codec;
         }
+    }
+
+    /// The simulcast layers (RIDs, lowest first) the producer's video comes in; none or one:
+    /// no simulcast. Layers whose RID stays keep their state.
+    pub fn set_layers(&mut self, producer: PeerId, rids: Vec<String>) {
+        let Some(stream) = self.streams.get_mut(&(producer, Kind::Video)) else { return };
+        let rids: Vec<Option<String>> = match rids.len() {
+            0 | 1 => vec![None],
+            _ => rids.into_iter().take(MAX_LAYERS).map(Some).collect(),
+        };
+        if stream.layers.iter().map(|l| &l.rid).eq(rids.iter()) {
+            return;
+        }
+        let mut old = std::mem::take(&mut stream.layers);
+        stream.layers = rids
+            .into_iter()
+            .map(|rid| match old.iter().position(|l| l.rid == rid) {
+                Some(i) => old.swap_remove(i),
+                None => Layer::new(Kind::Video, rid),
+            })
+            .collect();
+        stream.active = 0;
+        for output in &mut stream.outputs {
+            let preferred = output.layers.preferred();
+            output.layers = LayerSelector::default();
+            output.layers.set_preferred(preferred, 0);
+            output.rewrite.resync();
+            output.vp8.switch();
+        }
+        if stream.is_simulcast() && self.next_layer_check.is_none() {
+            self.next_layer_check = Some(Instant::now() + LAYER_CHECK_INTERVAL);
+        }
+    }
+
+    /// Caps the spatial layer `consumer` gets of `producer`'s video (`HIGHEST`: no cap).
+    pub fn set_preferred_layer(&mut self, producer: PeerId, consumer: PeerId, spatial: u8) -> Option<ConsumerLayers> {
+        let stream = self.streams.get_mut(&(producer, Kind::Video))?;
+        let now = Instant::now();
+        let active = stream.active;
+        let output = stream.outputs.iter_mut().find(|o| o.consumer == consumer)?;
+        if output.layers.set_preferred(spatial, active) {
+            if let Some(layer) = output.layers.awaits() {
+                stream.layers[usize::from(layer)].request_keyframe(now);
+            }
+        }
+        self.layers_of(producer, consumer)
+    }
+
+    /// What the consumer of downstream `consumer` gets of its producer's video layers.
+    pub fn consumer_layers(&self, consumer: PeerId) -> Option<ConsumerLayers> {
+        match self.peers.get(&consumer)?.role {
+            Role::Downstream { producer, .. } => self.layers_of(producer, consumer),
+            Role::Upstream => None,
+        }
+    }
+
+    /// What `consumer` gets of `producer`'s video, if it gets it.
+    pub fn layers_of(&self, producer: PeerId, consumer: PeerId) -> Option<ConsumerLayers> {
+        let stream = self.streams.get(&(producer, Kind::Video))?;
+        let output = stream.outputs.iter().find(|o| o.consumer == consumer)?;
+        Some(if stream.is_simulcast() {
+            ConsumerLayers {
+                current: output.layers.current(),
+                target: output.layers.target(),
+                preferred: Some(output.layers.preferred()).filter(|p| *p != HIGHEST),
+                available: stream.layers.len() as u8,
+                active: stream.active,
+            }
+        } else {
+            let preferred = Some(output.layers.preferred()).filter(|p| *p != HIGHEST);
+            ConsumerLayers { current: Some(0), target: Some(0), preferred, available: 1, active: 1 }
+        })
     }
 
     /// Adds a consumer's output, or replaces it after a renegotiation (numbering continues).
     pub fn subscribe(&mut self, producer: PeerId, kind: Kind, output: Output) {
         let Some(stream) = self.streams.get_mut(&(producer, kind)) else { return };
-        match stream.outputs.iter_mut().find(|o| o.consumer == output.consumer) {
+        let now = Instant::now();
+        let consumer = output.consumer;
+        match stream.outputs.iter_mut().find(|o| o.consumer == consumer) {
             Some(existing) => {
                 let mut rewrite = std::mem::take(&mut existing.rewrite);
                 rewrite.resync();
-                *existing = Output { rewrite, ..output };
+                let mut vp8 = existing.vp8;
+                vp8.switch();
+                let mut layers = LayerSelector::default();
+                layers.set_preferred(output.layers.preferred(), stream.active);
+                *existing = Output { rewrite, vp8, layers, ..output };
             }
-            None => stream.outputs.push(output),
+            None => {
+                let mut output = output;
+                output.layers.retarget(stream.active);
+                stream.outputs.push(output);
+            }
         }
-        stream.request_keyframe();
+        stream.request_keyframe_for(consumer, now);
     }
 
     pub fn unsubscribe(&mut self, producer: PeerId, kind: Kind, consumer: PeerId) {
@@ -290,15 +494,18 @@ impl SfuHandler {
         let Some(stream) = self.streams.get_mut(&(producer, kind)) else { return };
         if stream.muted && !muted {
             // Numbering continues across the gap, and decoders need a fresh keyframe.
-            stream.outputs.iter_mut().for_each(|o| o.rewrite.resync());
-            stream.request_keyframe();
+            stream.outputs.iter_mut().for_each(|o| {
+                o.rewrite.resync();
+                o.vp8.switch();
+            });
+            stream.request_keyframe(Instant::now());
         }
         stream.muted = muted;
     }
 
     pub fn request_keyframe(&mut self, producer: PeerId) {
         if let Some(stream) = self.streams.get_mut(&(producer, Kind::Video)) {
-            stream.request_keyframe();
+            stream.request_keyframe(Instant::now());
         }
     }
 
@@ -314,14 +521,23 @@ impl SfuHandler {
         if packet.header.payload_type != source_pt {
             return;
         }
-        if stream.source_ssrc != Some(packet.header.ssrc) {
-            if stream.source_ssrc.is_some() {
-                stream.outputs.iter_mut().for_each(|o| o.rewrite.resync());
+        let ssrc = packet.header.ssrc;
+        let layer = match stream.layers.iter().position(|l| l.ssrc == Some(ssrc)) {
+            Some(layer) => layer,
+            // A layer whose RID has not been bound to its SSRC yet.
+            None if stream.is_simulcast() => return,
+            None => {
+                if stream.layers[0].ssrc.is_some() {
+                    stream.outputs.iter_mut().for_each(|o| o.rewrite.resync());
+                }
+                stream.layers[0].new_source(ssrc);
+                0
             }
-            if let Some(history) = &mut stream.history {
-                history.clear();
-            }
-            stream.source_ssrc = Some(packet.header.ssrc);
+        };
+        stream.layers[layer].last_packet = Some(now);
+        if stream.active & (1 << layer) == 0 {
+            stream.active |= 1 << layer;
+            stream.retarget(now);
         }
         // The level is the extension's low 7 bits (the top one is voice activity).
         let level = stream
@@ -339,22 +555,56 @@ impl SfuHandler {
         packet.header.extension = false;
         packet.header.extension_profile = 0;
         packet.header.extensions.clear();
-        if let Some(history) = &mut stream.history {
+        if let Some(history) = &mut stream.layers[layer].history {
             history.insert(&packet);
         }
+        let simulcast = stream.is_simulcast();
+        let layer_id = layer as u8;
+        let keyframe = simulcast
+            && stream.outputs.iter().any(|o| o.layers.awaits() == Some(layer_id))
+            && stream.codec.starts_keyframe(&packet.payload);
+        // A consumer that changed layers numbers VP8 pictures on from where it was.
+        let vp8 = (simulcast && stream.codec == VideoCodec::Vp8)
+            .then(|| Vp8Descriptor::read(&packet.payload))
+            .flatten()
+            .map(|d| (d, d.picture_id(&packet.payload), d.tl0_pic_idx(&packet.payload)));
         let size = (12 + 4 * packet.header.csrc.len() + packet.payload.len()) as u64;
         let last = stream.outputs.len() - 1;
         let mut written = 0;
         for (i, output) in stream.outputs.iter_mut().enumerate() {
-            let connected =
-                matches!(self.peers.get(&output.consumer), Some(PeerEntry { role: Role::Downstream { connected: true, .. }, .. }));
-            if !connected {
+            let Some(PeerEntry { role: Role::Downstream { connected: true, .. }, observer }) = self.peers.get(&output.consumer) else {
                 continue;
+            };
+            if simulcast {
+                match output.layers.on_packet(layer_id, keyframe) {
+                    Verdict::Drop => continue,
+                    Verdict::Forward => {}
+                    Verdict::Switch => {
+                        output.rewrite.resync();
+                        output.vp8.switch();
+                        if let Some(label) = observer.label() {
+                            observer.emit(ServerEvent::LayersChange {
+                                room_id: label.room_id.to_string(),
+                                user_id: label.user_id.to_string(),
+                                producer_id: label.producer_id.to_string(),
+                                spatial_layer: layer_id,
+                                temporal_layer: None,
+                            });
+                        }
+                    }
+                }
             }
             let Some(pc) = peers.get_mut(output.consumer) else { continue };
             // Header clone is a plain copy once extensions are cleared; the payload is shared.
             let mut out = if i == last { std::mem::take(&mut packet) } else { packet.clone() };
             output.rewrite.apply(&mut out.header, now, clock_rate, output.ssrc, output.payload_type);
+            if let Some((descriptor, picture, tl0)) = vp8 {
+                if let Some((picture, tl0)) = output.vp8.apply(picture, tl0) {
+                    let mut payload = out.payload.to_vec();
+                    descriptor.write(&mut payload, picture, tl0);
+                    out.payload = payload.into();
+                }
+            }
             // Straight to the connection: the sender's own write_rtp would rebuild its
             // parameters for every packet to check what the rewrite has already made true
             // (our SSRC, the negotiated payload type, no header extensions). The connection
@@ -372,10 +622,13 @@ impl SfuHandler {
     /// Retransmits what `consumer` reports lost from the producer's shared history.
     fn answer_nack(&mut self, peers: &mut Peers, producer: PeerId, consumer: PeerId, nack: &TransportLayerNack, now: Instant) {
         let Some(stream) = self.streams.get_mut(&(producer, Kind::Video)) else { return };
-        let Some(history) = &stream.history else { return };
+        let simulcast = stream.is_simulcast();
         let Some(output) = stream.outputs.iter_mut().find(|o| o.consumer == consumer && o.ssrc == nack.media_ssrc) else {
             return;
         };
+        // The current numbering covers the current layer only (a change of layer resyncs it).
+        let layer = if simulcast { output.layers.current() } else { Some(0) };
+        let Some(history) = layer.and_then(|l| stream.layers[usize::from(l)].history.as_ref()) else { return };
         let Some(pc) = peers.get_mut(consumer) else { return };
         for seq in nack.nacks.iter().flat_map(|pair| *pair) {
             if let Some(packet) = output.retransmission(seq, history) {
@@ -409,7 +662,9 @@ impl LoopHandler for SfuHandler {
                 });
                 let producer = *producer;
                 if asks_keyframe {
-                    self.request_keyframe(producer);
+                    if let Some(stream) = self.streams.get_mut(&(producer, Kind::Video)) {
+                        stream.request_keyframe_for(from, now);
+                    }
                 }
                 for nack in packets.iter().filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>()) {
                     self.answer_nack(peers, producer, from, nack, now);
@@ -461,8 +716,18 @@ impl LoopHandler for SfuHandler {
                     .and_then(|e| u8::try_from(e.id).ok());
                 if let Some(stream) = self.streams.get_mut(&(from, kind)) {
                     stream.track = Some((init.track_id.to_string(), init.receiver_id));
-                    stream.source_ssrc = None;
                     stream.audio_level = audio_level.filter(|_| kind == Kind::Audio);
+                    let layer = init.rid.as_deref().and_then(|rid| stream.layers.iter().position(|l| l.rid.as_deref() == Some(rid)));
+                    match layer {
+                        // A simulcast layer's RID is bound to its SSRC: a new one is a new source.
+                        Some(layer) if stream.layers[layer].ssrc != Some(init.ssrc) => {
+                            stream.layers[layer].new_source(init.ssrc);
+                            stream.outputs.iter_mut().for_each(|o| o.layers.lose(layer as u8));
+                        }
+                        Some(_) => {}
+                        None if !stream.is_simulcast() => stream.layers[0].ssrc = None,
+                        None => {}
+                    }
                 }
             }
             _ => {}
@@ -472,7 +737,7 @@ impl LoopHandler for SfuHandler {
     fn poll_timeout(&self) -> Option<Instant> {
         let keyframes = self.streams.values().filter_map(Stream::keyframe_due).min();
         let flush = (self.unflushed.0 > 0).then(|| self.last_flush + TOTALS_FLUSH_INTERVAL);
-        keyframes.into_iter().chain(flush).chain(self.speakers.next_report()).min()
+        keyframes.into_iter().chain(flush).chain(self.speakers.next_report()).chain(self.next_layer_check).min()
     }
 
     fn handle_timeout(&mut self, peers: &mut Peers, now: Instant) {
@@ -480,24 +745,54 @@ impl LoopHandler for SfuHandler {
             self.flush_totals(now);
         }
         self.speakers.report(now);
+        if self.next_layer_check.is_some_and(|t| t <= now) {
+            self.check_layers(now);
+        }
         for (&(producer, _), stream) in self.streams.iter_mut() {
             if stream.keyframe_due().is_none_or(|t| t > now) {
                 continue;
             }
-            stream.keyframe_pending = None;
-            let (Some((_, receiver)), Some(media_ssrc)) = (&stream.track, stream.source_ssrc) else {
+            let mut plis = Vec::new();
+            for layer in stream.layers.iter_mut().filter(|l| l.keyframe_due().is_some_and(|t| t <= now)) {
+                layer.keyframe_pending = None;
                 // Nothing to ask yet; the first packets of a new source start with a keyframe.
+                let Some(media_ssrc) = layer.ssrc else { continue };
+                layer.last_keyframe_request = Some(now);
+                plis.push(Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc }) as Box<dyn rtc::rtcp::Packet>);
+            }
+            let Some((_, receiver)) = &stream.track else { continue };
+            if plis.is_empty() {
                 continue;
-            };
-            stream.last_keyframe_request = Some(now);
+            }
             let Some(pc) = peers.get_mut(producer) else { continue };
             if let Some(mut receiver) = pc.rtp_receiver(*receiver) {
-                let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
-                if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
+                if let Err(e) = receiver.write_rtcp(now, plis) {
                     tracing::debug!(error = %e, "keyframe request not sent");
                 }
             }
         }
+    }
+}
+
+impl SfuHandler {
+    /// Takes simulcast layers that stopped arriving as paused, moving their consumers to the
+    /// best layer still there.
+    fn check_layers(&mut self, now: Instant) {
+        let mut any = false;
+        for stream in self.streams.values_mut().filter(|s| s.is_simulcast()) {
+            any = true;
+            let idle = stream
+                .layers
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.last_packet.is_none_or(|t| now.saturating_duration_since(t) >= LAYER_IDLE))
+                .fold(0u8, |mask, (i, _)| mask | 1 << i);
+            if stream.active & idle != 0 {
+                stream.active &= !idle;
+                stream.retarget(now);
+            }
+        }
+        self.next_layer_check = any.then(|| now + LAYER_CHECK_INTERVAL);
     }
 }
 

@@ -346,6 +346,15 @@ impl MediaServerCore {
         self.ask(&room_id, |reply| Command::StopProduce { user_id, reply }).await
     }
 
+    /// Caps the simulcast layers consumer `user_id` gets of producer `producer_id`'s video.
+    pub async fn set_preferred_layers(&self, room_id: &Value, user_id: &Value, producer_id: &Value, body: Option<&Value>) -> SfuResult<LayersResponse> {
+        let room_id = parse_id("roomId", room_id)?;
+        let user_id = parse_id("userId", user_id)?;
+        let producer_id = parse_id("producerId", producer_id)?;
+        let layers = parse_preferred_layers(&parse_body(body)?)?;
+        self.ask(&room_id, |reply| Command::SetPreferredLayers { user_id, producer_id, layers, reply }).await
+    }
+
     pub async fn remove_user(&self, room_id: &Value, user_id: &Value) -> SfuResult<LeaveResponse> {
         let room_id = parse_id("roomId", room_id)?;
         let user_id = parse_id("userId", user_id)?;

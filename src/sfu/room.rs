@@ -24,6 +24,7 @@ use super::sdp::{self, Codec, Kind};
 use super::stats::ConnectionStats;
 use super::view::{ConsumerView, KindCodecs, ProducerView, RoomView, UserView};
 use super::Shared;
+use crate::media::codec::VideoCodec;
 
 type Reply<T> = oneshot::Sender<SfuResult<T>>;
 /// A downstream's key: (producer, consumer).
@@ -43,6 +44,8 @@ pub enum Command {
     Inspect { reply: Reply<RoomView> },
     /// Per-connection statistics, of one user's connections or of all.
     ConnectionStats { user_id: Option<String>, reply: Reply<Vec<ConnectionStats>> },
+    /// Caps the layers `user_id` gets of `producer_id`'s video.
+    SetPreferredLayers { user_id: String, producer_id: String, layers: PreferredLayers, reply: Reply<LayersResponse> },
     /// Sent by the room to itself when an offer's time to be answered is up.
     OfferTimeout { producer: Arc<str>, consumer: Arc<str>, serial: u64 },
 }
@@ -58,6 +61,7 @@ impl Command {
             Command::Delete { reply, .. } => drop(reply.send(Err(err))),
             Command::Inspect { reply } => drop(reply.send(Err(err))),
             Command::ConnectionStats { reply, .. } => drop(reply.send(Err(err))),
+            Command::SetPreferredLayers { reply, .. } => drop(reply.send(Err(err))),
             Command::OfferTimeout { .. } => {}
         }
     }
@@ -139,6 +143,8 @@ struct Downstream {
     /// The serial of the last offer handed out to the backend: an offer made but never handed
     /// out (its command failed half way) is one nobody can answer.
     handed_out: u64,
+    /// The highest simulcast layer its consumer asked for (`setPreferredLayers`).
+    preferred_spatial: u8,
 }
 
 /// Routes an upstream's remote tracks to the forwarders of their kind.
@@ -337,6 +343,10 @@ impl Room {
                 let r = guard(self.connection_stats(user_id.as_deref())).await;
                 self.settle(reply, r).await;
             }
+            Command::SetPreferredLayers { user_id, producer_id, layers, reply } => {
+                let r = guard(self.set_preferred_layers(&user_id, &producer_id, layers)).await;
+                self.settle(reply, r).await;
+            }
             Command::OfferTimeout { producer, consumer, serial } => {
                 let r = guard(async {
                     self.offer_timed_out(producer, consumer, serial).await;
@@ -377,6 +387,31 @@ impl Room {
             .iter()
             .position(|u| &*u.id == user_id)
             .ok_or_else(|| SfuError::user_not_found(&self.id, user_id))
+    }
+
+    /// Changes nothing but the consumer's layer selection, on the producer's loop.
+    async fn set_preferred_layers(&mut self, user_id: &str, producer_id: &str, layers: PreferredLayers) -> SfuResult<LayersResponse> {
+        let consumer = self.user_index(user_id)?;
+        let producer = self.user_index(producer_id)?;
+        if consumer == producer {
+            return Err(SfuError::InvalidArgument(format!("user '{user_id}' does not consume its own media")));
+        }
+        let Some(upstream) = &self.users[producer].upstream else {
+            return Err(SfuError::NotProducing(format!("user '{producer_id}' in room '{}' is not producing", self.id)));
+        };
+        let key = (self.users[producer].id.clone(), self.users[consumer].id.clone());
+        let Some(downstream) = self.downstreams.get_mut(&key) else {
+            return Err(SfuError::InvalidArgument(format!(
+                "user '{user_id}' has no connection from producer '{producer_id}' (its offer was not answered in time); the producer's next produce offers a new one"
+            )));
+        };
+        let spatial = layers.spatial.unwrap_or(crate::media::layers::HIGHEST);
+        // Kept for the consumer's next subscription (its answer, a renegotiation) as well.
+        downstream.preferred_spatial = spatial;
+        let chosen = upstream.forward.set_preferred_layer(&downstream.peer, spatial).await;
+        // Before its answer, the consumer has no layer yet: what it asked for is what applies.
+        let fallback = layers.spatial.unwrap_or(0);
+        Ok(LayersResponse { spatial_layer: chosen.and_then(|c| c.target.or(c.current)).unwrap_or(fallback), temporal_layer: None })
     }
 
     async fn add_user(&mut self, user_id: String, info: Value) -> SfuResult<AddUserResponse> {
@@ -447,7 +482,9 @@ impl Room {
             };
             return self.set_constraints(index, patch);
         };
-        let plan = sdp::read_producer_offer(&offer.sdp_type, &offer.sdp)?;
+        // The loops select a layer per consumer; the task engine forwards one layer.
+        let simulcast = if self.placement.is_some() { sdp::Simulcast::Layers } else { sdp::Simulcast::OneLayer };
+        let plan = sdp::read_producer_offer_with(&offer.sdp_type, &offer.sdp, simulcast)?;
         let remote = RTCSessionDescription::offer(plan.sdp.clone())
             .map_err(|e| SfuError::InvalidSdp(format!("the offer does not parse: {e}")))?;
         let derived = Constraints { audio: plan.sends.sends_audio, video: plan.sends.sends_video };
@@ -538,6 +575,9 @@ impl Room {
                 };
                 match committed {
                     Ok(answer) => {
+                        if let Ok(upstream) = upstream_of(&fresh, &self.users[index]) {
+                            upstream.forward.layers(plan.video_layers);
+                        }
                         return Ok(self.commit_produce(index, fresh, codecs, constraints, opened, renegotiated, answer));
                     }
                     Err(e) => Some((None, e)),
@@ -577,7 +617,7 @@ impl Room {
             previous_constraints = std::mem::replace(&mut upstream.constraints, constraints);
             for kind in Kind::ALL {
                 if let Some(codec) = &upstream.codecs[kind.index()] {
-                    upstream.forward.source(kind, codec.payload_type, codec.clock_rate);
+                    upstream.forward.source(kind, codec.payload_type, codec.clock_rate, VideoCodec::from_name(&codec.name));
                 }
                 upstream.forward.mute(kind, !kind_enabled(constraints, kind));
             }
@@ -701,7 +741,8 @@ impl Room {
                 let mime = down.codec.mime_type(kind);
                 let payload_type =
                     downstream.peer.negotiated_payload_type(&down.track, mime).await.unwrap_or(down.codec.payload_type);
-                upstream.forward.subscribe(kind, &consumer, &downstream.peer, &downstream.connected, &down.track, down.ssrc, payload_type);
+                let preferred = downstream.preferred_spatial;
+                upstream.forward.subscribe(kind, &consumer, &downstream.peer, &downstream.connected, &down.track, down.ssrc, payload_type, preferred);
             }
         }
         Ok(ConsumeResponse { status: "connected" })
@@ -896,7 +937,15 @@ impl Room {
             }
         };
         let mut downstream =
-            Downstream { peer, connected, tracks: [None, None], pending_offer: false, offer_serial: 0, handed_out: 0 };
+            Downstream {
+            peer,
+            connected,
+            tracks: [None, None],
+            pending_offer: false,
+            offer_serial: 0,
+            handed_out: 0,
+            preferred_spatial: crate::media::layers::HIGHEST,
+        };
         let result = async {
             for kind in Kind::ALL {
                 if let Some(codec) = &codecs[kind.index()] {

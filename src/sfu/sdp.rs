@@ -278,6 +278,25 @@ pub struct ProducerOfferPlan {
     /// being the only section; webrtc-rs cannot bind it in a renegotiation (its answer then
     /// fails with "no trackStreams found for SSRC").
     pub anonymous_sender: bool,
+    /// The simulcast layers (RIDs) of the video the producer sends, in the offer's
+    /// `a=simulcast` order, which the server takes as lowest to highest; empty without
+    /// simulcast.
+    pub video_layers: Vec<String>,
+}
+
+/// Whether the server takes every simulcast layer a producer offers, or one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simulcast {
+    /// The first, most preferred layer alone (a forwarder without layer selection).
+    OneLayer,
+    /// Every layer; each consumer gets the one chosen for it.
+    Layers,
+}
+
+impl Simulcast {
+    fn accepts_simulcast(self) -> bool {
+        self == Simulcast::Layers
+    }
 }
 
 /// The identity (`a=msid`) the server gives the media sections of a producer's offer: one
@@ -299,7 +318,8 @@ const MSID_STREAM: &str = "mediaserver";
 /// - every live media section gets its own `a=msid` identity;
 /// - an SSRC may belong to one media section only;
 /// - simulcast is answered with one layer: the first RID of `a=simulcast:send` (RFC 8853: the
-///   most preferred), so the producer sends one stream; of an `a=ssrc-group:SIM`, whose layers
+///   most preferred), so the producer sends one stream ([`read_producer_offer_with`] and
+///   [`Simulcast::Layers`] keep every layer instead); of an `a=ssrc-group:SIM`, whose layers
 ///   cannot be declined in SDP, only the first SSRC (the layer libwebrtc never pauses) is
 ///   declared, so webrtc-rs receives that one and drops the others;
 /// - webrtc-rs negotiates each kind's codecs from the first section of that kind, sending or
@@ -307,6 +327,11 @@ const MSID_STREAM: &str = "mediaserver";
 ///   inactive one that shares no codec with it is rejected, so that it cannot leave the sending
 ///   section with none.
 pub fn read_producer_offer(sdp_type: &str, sdp: &str) -> SfuResult<ProducerOfferPlan> {
+    read_producer_offer_with(sdp_type, sdp, Simulcast::OneLayer)
+}
+
+/// [`read_producer_offer`], keeping every simulcast layer with [`Simulcast::Layers`].
+pub fn read_producer_offer_with(sdp_type: &str, sdp: &str, layers: Simulcast) -> SfuResult<ProducerOfferPlan> {
     let mut sections = check_description(sdp_type, sdp, "offer")?;
     let text = SdpText::split(sdp);
     if text.media.len() != sections.len() {
@@ -375,17 +400,24 @@ pub fn read_producer_offer(sdp_type: &str, sdp: &str) -> SfuResult<ProducerOffer
     }
     let audio_video = sections.iter().filter(|s| s.kind.is_some()).count();
     let mut anonymous_sender = false;
+    let mut video_layers = Vec::new();
     for (index, section) in sections.iter().enumerate() {
         if section.kind.is_none() || edits[index].reject {
             continue;
         }
         let edit = &mut edits[index];
         edit.msid = true;
-        edit.rid = facts[index].chosen_rid();
+        edit.rids = facts[index].send_rids();
+        if !layers.accepts_simulcast() {
+            edit.rids.truncate(1);
+        }
+        if section.kind == Some(Kind::Video) && section.direction.sends() && edit.rids.len() > 1 {
+            video_layers = edit.rids.clone();
+        }
         edit.dropped_ssrcs = facts[index].simulcast_ssrcs_to_drop();
         let declares = facts[index].ssrcs.iter().any(|s| !edit.dropped_ssrcs.contains(s));
-        anonymous_sender |= section.direction.sends() && !declares && edit.rid.is_none();
-        if section.direction.sends() && !declares && edit.rid.is_none() && audio_video > 1 {
+        anonymous_sender |= section.direction.sends() && !declares && edit.rids.is_empty();
+        if section.direction.sends() && !declares && edit.rids.is_empty() && audio_video > 1 {
             return Err(SfuError::InvalidSdp(format!(
                 "the {} section (mid {}) declares no SSRC (a=ssrc) and no RID (a=rid); with more than one media section the server tells a producer's streams apart by them",
                 kind_name(section),
@@ -395,7 +427,7 @@ pub fn read_producer_offer(sdp_type: &str, sdp: &str) -> SfuResult<ProducerOffer
     }
     let tagged_port = tagged.map(|t| sections[t].port).filter(|p| *p != 0).unwrap_or(9);
     let sdp = text.rewrite(&sections, &edits, &group, &fingerprint, tagged_port);
-    Ok(ProducerOfferPlan { sdp, sends, sections, anonymous_sender })
+    Ok(ProducerOfferPlan { sdp, sends, sections, anonymous_sender, video_layers })
 }
 
 fn kind_name(section: &MediaSection) -> &'static str {
@@ -537,10 +569,11 @@ impl SectionFacts {
         Ok(facts)
     }
 
-    /// The one RID the producer is asked to send: the first not paused in the send list of
-    /// `a=simulcast` (RFC 8853 section 5.1: in decreasing order of preference), else the first
-    /// `a=rid:… send`; `None` when the section sends no RID at all.
-    fn chosen_rid(&self) -> Option<String> {
+    /// The RIDs the producer may be asked to send, most preferred first: those of the send
+    /// list of `a=simulcast` (RFC 8853 section 5.1: in decreasing order of preference; the first
+    /// of each alternative), the unpaused ones, else the paused ones; without `a=simulcast`, the
+    /// first `a=rid:… send`. Empty when the section sends no RID at all.
+    fn send_rids(&self) -> Vec<String> {
         let sends = |id: &str| self.rids.iter().any(|(rid, dir)| rid == id && dir == "send");
         let listed: Vec<(String, bool)> = self
             .simulcast
@@ -550,20 +583,24 @@ impl SectionFacts {
                 tokens
                     .chunks(2)
                     .filter(|pair| pair[0].eq_ignore_ascii_case("send") && pair.len() == 2)
-                    .flat_map(|pair| pair[1].trim_start_matches("rid=").split([';', ',']))
+                    .flat_map(|pair| pair[1].trim_start_matches("rid=").split(';').filter_map(|alt| alt.split(',').next()))
                     .map(|id| match id.strip_prefix('~') {
                         Some(id) => (id.to_owned(), true),
                         None => (id.to_owned(), false),
                     })
+                    .filter(|(id, _)| sends(id))
                     .collect()
             })
             .unwrap_or_default();
-        listed
-            .iter()
-            .find(|(id, paused)| !paused && sends(id))
-            .or_else(|| listed.iter().find(|(id, _)| sends(id)))
-            .map(|(id, _)| id.clone())
-            .or_else(|| self.rids.iter().find(|(_, dir)| dir == "send").map(|(id, _)| id.clone()))
+        let mut rids: Vec<String> = listed.iter().filter(|(_, paused)| !paused).map(|(id, _)| id.clone()).collect();
+        if rids.is_empty() {
+            rids = listed.into_iter().map(|(id, _)| id).collect();
+        }
+        rids.dedup();
+        if rids.is_empty() {
+            rids.extend(self.rids.iter().find(|(_, dir)| dir == "send").map(|(id, _)| id.clone()));
+        }
+        rids
     }
 
     /// The SSRCs of every layer of an `a=ssrc-group:SIM` but the first, with their repair
@@ -596,8 +633,8 @@ struct SectionEdit {
     formats_from: Option<usize>,
     /// Give it the server's `a=msid` identity.
     msid: bool,
-    /// The one RID it keeps (`None`: no RID, no simulcast).
-    rid: Option<String>,
+    /// The RIDs it keeps, most preferred first (none: no RID; one: no simulcast).
+    rids: Vec<String>,
     /// SSRCs whose declarations are removed.
     dropped_ssrcs: Vec<u32>,
 }
@@ -732,15 +769,15 @@ impl<'a> SdpText<'a> {
                     }
                     if let Some(value) = line.strip_prefix("a=rid:") {
                         let mut parts = value.split_whitespace();
-                        let keep = parts.next() == edit.rid.as_deref()
+                        let keep = parts.next().is_some_and(|id| edit.rids.iter().any(|r| r == id))
                             && parts.next().is_some_and(|d| d.eq_ignore_ascii_case("send"));
                         if !keep {
                             continue;
                         }
                     }
                     if line.starts_with("a=simulcast:") {
-                        if let Some(rid) = &edit.rid {
-                            block.push(format!("a=simulcast:send {rid}"));
+                        if !edit.rids.is_empty() {
+                            block.push(format!("a=simulcast:send {}", edit.rids.join(";")));
                         }
                         continue;
                     }
@@ -1169,6 +1206,28 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:7\r\na=recvonly\r\na=rtpmap:96 VP8/90000
         // Not a number.
         invalid(&offer().replace("a=ssrc:2002 cname:x", "a=ssrc:x2002 cname:x"));
         invalid(&offer().replace("a=ssrc-group:FID 2001 2002", "a=ssrc-group:FID 2001 abc"));
+    }
+
+    #[test]
+    fn simulcast_layers_are_kept_for_a_forwarder_that_selects_them() {
+        let chromium = offer()
+            .replace("a=ssrc-group:FID 2001 2002\r\na=ssrc:2001 cname:x\r\na=ssrc:2002 cname:x\r\n", "")
+            .replace(
+                "a=msid:s1 v1\r\n",
+                "a=msid:s1 v1\r\na=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\na=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f\r\n",
+            );
+        let plan = read_producer_offer_with("offer", &chromium, Simulcast::Layers).unwrap();
+        let video = section_lines(&plan.sdp, 1);
+        let rids: Vec<&String> = video.iter().filter(|l| l.starts_with("a=rid:") || l.starts_with("a=simulcast:")).collect();
+        assert_eq!(rids, ["a=rid:q send", "a=rid:h send", "a=rid:f send", "a=simulcast:send q;h;f"]);
+        assert_eq!(plan.video_layers, ["q", "h", "f"]);
+        // A paused layer is left out; the first of each alternative is kept.
+        let paused = chromium.replace("a=simulcast:send q;h;f", "a=simulcast:send ~q;h,f;f");
+        assert_eq!(read_producer_offer_with("offer", &paused, Simulcast::Layers).unwrap().video_layers, ["h", "f"]);
+        // One layer is no simulcast.
+        let one = chromium.replace("a=simulcast:send q;h;f", "a=simulcast:send q");
+        assert!(read_producer_offer_with("offer", &one, Simulcast::Layers).unwrap().video_layers.is_empty());
+        assert!(read(&chromium).unwrap().video_layers.is_empty(), "one layer by default");
     }
 
     #[test]

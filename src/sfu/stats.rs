@@ -241,6 +241,22 @@ pub struct OutboundTrackStats {
     pub fraction_lost: Option<f64>,
     pub jitter: Option<f64>,
     pub round_trip_time: Option<f64>,
+    /// The simulcast layers of a video track on the media loops; `null` otherwise.
+    pub layers: Option<LayerStats>,
+}
+
+/// Which of its producer's simulcast layers a consumer gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerStats {
+    /// The spatial layer it receives now (`null`: none yet).
+    pub current: Option<u8>,
+    /// The one it moves to at that layer's next keyframe.
+    pub target: Option<u8>,
+    /// Its cap from `setPreferredLayers` (`null`: none).
+    pub preferred: Option<u8>,
+    /// The layers arriving from the producer now, lowest first (`[0]` without simulcast).
+    pub available: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -384,6 +400,7 @@ pub fn connection_stats(
                     fraction_lost: remote.map(|r| r.fraction_lost),
                     jitter: remote.map(|r| r.received_rtp_stream_stats.jitter),
                     round_trip_time: remote.and_then(|r| positive(r.round_trip_time)),
+                    layers: None,
                 }));
             }
             _ => {}
