@@ -10,6 +10,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer as createHttpServer } from 'node:http'
 import { launchBrowser } from './browser.mjs'
+import { sentLayers, simulcastOffer } from './simulcast-producer.mjs'
 import { Client, closeEverything, createServer, expectCode, loopbackOnly, mediaSections, startCall, uniqueId, waitFor } from './helpers.mjs'
 
 let http
@@ -38,18 +39,6 @@ async function inboundVideo (client, producerId) {
   return entries[0]
 }
 
-/** What Chromium sends of each layer now: rid -> {frameWidth, bytesSent}. */
-async function sentLayers (page) {
-  return page.evaluate(async () => {
-    const report = await window.pc.getStats()
-    const layers = {}
-    for (const s of report.values()) {
-      if (s.type === 'outbound-rtp' && s.kind === 'video') layers[s.rid] = { frameWidth: s.frameWidth, bytesSent: s.bytesSent }
-    }
-    return layers
-  })
-}
-
 /** A Chromium page consuming one producer: it answers the server's offer, and reads its own stats. */
 class ChromiumConsumer {
   static async open (server, room, userId, outboundItem) {
@@ -75,39 +64,11 @@ class ChromiumConsumer {
     const entries = await this.page.evaluate(async () => {
       const report = await window.pc.getStats()
       return [...report.values()].filter((s) => s.type === 'inbound-rtp' && s.kind === 'video')
-        .map(({ frameWidth, framesDecoded, freezeCount, keyFramesDecoded }) => ({ frameWidth, framesDecoded, freezeCount, keyFramesDecoded }))
+        .map(({ frameWidth, framesDecoded, freezeCount, keyFramesDecoded, totalFreezesDuration, framesPerSecond }) => ({ frameWidth, framesDecoded, freezeCount, keyFramesDecoded, totalFreezesDuration, framesPerSecond }))
     })
     assert.equal(entries.length, 1, 'one video stream at the consumer')
     return entries[0]
   }
-}
-
-/** A Chromium page producing a 1280x720 camera in three simulcast layers; returns its offer. */
-async function simulcastOffer (page) {
-  return page.evaluate(async () => {
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 1280, height: 720 } })
-    const pc = new RTCPeerConnection()
-    window.pc = pc
-    pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly' })
-    const video = pc.addTransceiver(stream.getVideoTracks()[0], {
-      direction: 'sendonly',
-      sendEncodings: [
-        { rid: 'q', scaleResolutionDownBy: 4 },
-        { rid: 'h', scaleResolutionDownBy: 2 },
-        { rid: 'f', scaleResolutionDownBy: 1 }
-      ]
-    })
-    // A loaded machine must not shrink the layers under the test (CPU adaptation).
-    const params = video.sender.getParameters()
-    params.degradationPreference = 'maintain-resolution'
-    await video.sender.setParameters(params)
-    await pc.setLocalDescription()
-    await new Promise((resolve) => {
-      if (pc.iceGatheringState === 'complete') resolve()
-      pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve())
-    })
-    return pc.localDescription.sdp
-  })
 }
 
 test('Chromium simulcast: each consumer decodes its own layer, and a raised preference brings the top one back at a keyframe', { timeout: 120000 }, async () => {
@@ -171,7 +132,7 @@ test('Chromium simulcast: each consumer decodes its own layer, and a raised pref
   await new Promise((resolve) => setTimeout(resolve, 2000))
   const after = await low.inboundVideo()
   console.log(`simulcast: layers ${JSON.stringify(layers)}; decoded ${JSON.stringify(first)}; low switched up ${switched} ms after the call; ` +
-    `low framesDecoded ${before.framesDecoded} -> ${after.framesDecoded}, freezeCount ${before.freezeCount} -> ${after.freezeCount}; events ${JSON.stringify(layerEvents.map((e) => [e.userId, e.spatialLayer]))}`)
+    `low framesDecoded ${before.framesDecoded} -> ${after.framesDecoded}, freezeCount ${before.freezeCount} -> ${after.freezeCount} (${after.totalFreezesDuration} s, ${before.framesPerSecond} fps); events ${JSON.stringify(layerEvents.map((e) => [e.userId, e.spatialLayer]))}`)
   assert.ok(after.framesDecoded - before.framesDecoded > 30, 'low kept decoding across the switch')
   assert.equal(typeof before.freezeCount, 'number', 'Chromium counts freezes')
   assert.equal(after.freezeCount, before.freezeCount, 'no freeze at the switch')

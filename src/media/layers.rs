@@ -22,13 +22,15 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerSelector {
     preferred: u8,
+    /// The highest layer its link carries, by its bandwidth estimate.
+    ceiling: u8,
     target: Option<u8>,
     current: Option<u8>,
 }
 
 impl Default for LayerSelector {
     fn default() -> Self {
-        Self { preferred: HIGHEST, target: None, current: None }
+        Self { preferred: HIGHEST, ceiling: HIGHEST, target: None, current: None }
     }
 }
 
@@ -52,12 +54,23 @@ impl LayerSelector {
         self.retarget(active)
     }
 
+    pub fn ceiling(&self) -> u8 {
+        self.ceiling
+    }
+
+    pub fn set_ceiling(&mut self, ceiling: u8, active: u8) -> bool {
+        self.ceiling = ceiling;
+        self.retarget(active)
+    }
+
     /// Picks the target from the `active` layers (bit `i`: layer `i` is arriving): the highest
-    /// at or under the preference, else the lowest there is. Returns whether it changed.
+    /// at or under both the preference and the ceiling, else the lowest there is. Returns
+    /// whether it changed.
     pub fn retarget(&mut self, active: u8) -> bool {
+        let cap = self.preferred.min(self.ceiling);
         let target = (0..MAX_LAYERS as u8)
             .rev()
-            .find(|&l| l <= self.preferred && active & (1 << l) != 0)
+            .find(|&l| l <= cap && active & (1 << l) != 0)
             .or_else(|| (0..MAX_LAYERS as u8).find(|&l| active & (1 << l) != 0));
         let changed = target != self.target;
         self.target = target;
@@ -177,6 +190,19 @@ mod tests {
         s.on_packet(2, true);
         s.lose(2);
         assert_eq!((s.current(), s.awaits()), (None, Some(2)));
+    }
+
+    #[test]
+    fn the_bandwidth_ceiling_and_the_preference_both_cap() {
+        let mut s = LayerSelector::default();
+        s.retarget(0b111);
+        assert!(s.set_ceiling(1, 0b111));
+        assert_eq!(s.target(), Some(1));
+        s.set_preferred(0, 0b111);
+        assert_eq!(s.target(), Some(0), "the lower of the two");
+        s.set_preferred(HIGHEST, 0b111);
+        assert!(s.set_ceiling(HIGHEST, 0b111));
+        assert_eq!(s.target(), Some(2));
     }
 
     #[test]

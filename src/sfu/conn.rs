@@ -551,6 +551,9 @@ impl Conn {
                 let mut stats =
                     connection_stats(&conn.report.label, conn.report.last(), &report, codecs, &conn.rates, Some(conn.lp.local_addr().port()), now);
                 stats.transport.packets_dropped = dropped;
+                if let (Some(pair), Some(estimate)) = (&mut stats.transport.selected_candidate_pair, layers.and_then(|l| l.estimate)) {
+                    pair.available_outgoing_bitrate = Some(estimate as f64);
+                }
                 for track in &mut stats.tracks {
                     if let TrackStats::Outbound(track) = track {
                         if track.kind == Kind::Video.as_str() {

@@ -13,6 +13,8 @@ use rtc::sansio::Protocol;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
@@ -22,6 +24,7 @@ use super::sdp::Kind;
 use super::peer::AUDIO_LEVEL_URI;
 use super::stats::{ForwardTotals, LayerStats};
 use crate::engine::media_loop::{LoopHandler, PeerId, Peers};
+use crate::media::bwe::{LossEstimate, LossWindow};
 use crate::media::codec::{Vp8Descriptor, VideoCodec};
 use crate::media::history::PacketHistory;
 use crate::media::layers::{LayerSelector, Verdict, Vp8Continuity, HIGHEST, MAX_LAYERS};
@@ -78,6 +81,9 @@ pub struct Output {
     /// Which simulcast layer it gets (unused without simulcast).
     layers: LayerSelector,
     vp8: Vp8Continuity,
+    /// What the consumer's link carries, from the loss it reports.
+    bwe: LossEstimate,
+    loss: LossWindow,
 }
 
 impl Output {
@@ -92,6 +98,8 @@ impl Output {
             rewrite: Rewrite::default(),
             layers: LayerSelector::default(),
             vp8: Vp8Continuity::default(),
+            bwe: LossEstimate::default(),
+            loss: LossWindow::default(),
         }
     }
 
@@ -134,6 +142,10 @@ struct Layer {
     last_keyframe_request: Option<Instant>,
     /// When a keyframe was asked for and not yet requested from the producer.
     keyframe_pending: Option<Instant>,
+    /// Bytes received since the rate was last measured.
+    bytes: u64,
+    /// Its bitrate, smoothed over about two seconds (simulcast layers only).
+    rate_bps: u64,
 }
 
 impl Layer {
@@ -145,6 +157,8 @@ impl Layer {
             last_packet: None,
             last_keyframe_request: None,
             keyframe_pending: None,
+            bytes: 0,
+            rate_bps: 0,
         }
     }
 
@@ -186,6 +200,8 @@ struct Stream {
     layers: Vec<Layer>,
     /// Bit `i`: layer `i` is arriving.
     active: u8,
+    /// When the layers' rates were last measured.
+    rates_measured: Option<Instant>,
     /// The id the producer gave the audio-level header extension (RFC 6464), if negotiated.
     audio_level: Option<u8>,
 }
@@ -200,6 +216,7 @@ impl Stream {
             outputs: Vec::new(),
             layers: vec![Layer::new(kind, None)],
             active: 0,
+            rates_measured: None,
             audio_level: None,
         }
     }
@@ -238,6 +255,54 @@ impl Stream {
 
     fn keyframe_due(&self) -> Option<Instant> {
         self.layers.iter().filter_map(Layer::keyframe_due).min()
+    }
+
+    /// The highest active layer whose rate fits in `estimate` (0 when none does).
+    fn ceiling_for(&self, estimate: Option<u64>) -> u8 {
+        let Some(estimate) = estimate else { return HIGHEST };
+        (0..self.layers.len())
+            .rev()
+            .find(|&l| self.active & (1 << l) != 0 && self.layers[l].rate_bps > 0 && self.layers[l].rate_bps <= estimate)
+            .unwrap_or(0) as u8
+    }
+
+    /// A receiver report from `consumer` on its copy `ssrc`.
+    fn on_loss_report(&mut self, consumer: PeerId, ssrc: u32, fraction_lost: u8) {
+        if let Some(output) = self.outputs.iter_mut().find(|o| o.consumer == consumer && o.ssrc == ssrc) {
+            output.loss.on_report(f64::from(fraction_lost) / 256.0);
+        }
+    }
+
+    /// Each consumer whose loss window ended: its estimate moves, and with it the highest layer
+    /// it is given.
+    fn estimate_bandwidth(&mut self, now: Instant) {
+        for index in 0..self.outputs.len() {
+            let Some(loss) = self.outputs[index].loss.take(now) else { continue };
+            let current = self.outputs[index].layers.current().map_or(0, usize::from);
+            let sending = self.layers.get(current).map_or(0, |l| l.rate_bps);
+            self.outputs[index].bwe.on_report(loss, sending, now);
+            let ceiling = self.ceiling_for(self.outputs[index].bwe.estimate());
+            let output = &mut self.outputs[index];
+            if output.layers.set_ceiling(ceiling, self.active) {
+                if let Some(layer) = output.layers.awaits() {
+                    self.layers[usize::from(layer)].request_keyframe(now);
+                }
+            }
+        }
+    }
+
+    /// Updates each layer's smoothed bitrate from the bytes since the last measurement.
+    fn measure_rates(&mut self, now: Instant) {
+        let Some(since) = self.rates_measured.replace(now) else { return };
+        let elapsed = now.saturating_duration_since(since).as_secs_f64();
+        if elapsed <= 0.0 {
+            return;
+        }
+        for layer in &mut self.layers {
+            let rate = (std::mem::take(&mut layer.bytes) * 8) as f64 / elapsed;
+            // About a two-second memory at one measurement per half second.
+            layer.rate_bps = if layer.rate_bps == 0 { rate as u64 } else { (0.75 * layer.rate_bps as f64 + 0.25 * rate) as u64 };
+        }
     }
 }
 
@@ -333,6 +398,8 @@ pub struct ConsumerLayers {
     pub available: u8,
     /// Bit `i`: layer `i` is arriving.
     pub active: u8,
+    /// The consumer's bandwidth estimate, bit/s (`None`: nothing limits it).
+    pub estimate: Option<u64>,
 }
 
 impl SfuHandler {
@@ -453,10 +520,11 @@ impl SfuHandler {
                 preferred: Some(output.layers.preferred()).filter(|p| *p != HIGHEST),
                 available: stream.layers.len() as u8,
                 active: stream.active,
+                estimate: output.bwe.estimate(),
             }
         } else {
             let preferred = Some(output.layers.preferred()).filter(|p| *p != HIGHEST);
-            ConsumerLayers { current: Some(0), target: Some(0), preferred, available: 1, active: 1 }
+            ConsumerLayers { current: Some(0), target: Some(0), preferred, available: 1, active: 1, estimate: output.bwe.estimate() }
         })
     }
 
@@ -535,6 +603,7 @@ impl SfuHandler {
             }
         };
         stream.layers[layer].last_packet = Some(now);
+        stream.layers[layer].bytes += packet.payload.len() as u64;
         if stream.active & (1 << layer) == 0 {
             stream.active |= 1 << layer;
             stream.retarget(now);
@@ -613,6 +682,7 @@ impl SfuHandler {
             let message = RTCMessage::RtpPacket(String::new(), out);
             if pc.handle_write(TaggedRTCMessage { now, message }).is_ok() {
                 written += 1;
+                output.loss.on_sent();
             }
         }
         self.unflushed.0 += written;
@@ -626,6 +696,7 @@ impl SfuHandler {
         let Some(output) = stream.outputs.iter_mut().find(|o| o.consumer == consumer && o.ssrc == nack.media_ssrc) else {
             return;
         };
+        nack.nacks.iter().flat_map(|pair| *pair).for_each(|seq| output.loss.on_nack(seq));
         // The current numbering covers the current layer only (a change of layer resyncs it).
         let layer = if simulcast { output.layers.current() } else { Some(0) };
         let Some(history) = layer.and_then(|l| stream.layers[usize::from(l)].history.as_ref()) else { return };
@@ -668,6 +739,17 @@ impl LoopHandler for SfuHandler {
                 }
                 for nack in packets.iter().filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>()) {
                     self.answer_nack(peers, producer, from, nack, now);
+                }
+                let reports = packets.iter().flat_map(|p| {
+                    let any = p.as_any();
+                    let rr = any.downcast_ref::<ReceiverReport>().map(|r| r.reports.as_slice());
+                    let sr = any.downcast_ref::<SenderReport>().map(|r| r.reports.as_slice());
+                    rr.or(sr).unwrap_or_default()
+                });
+                if let Some(stream) = self.streams.get_mut(&(producer, Kind::Video)) {
+                    for report in reports {
+                        stream.on_loss_report(from, report.ssrc, report.fraction_lost);
+                    }
                 }
             }
             _ => {}
@@ -781,6 +863,8 @@ impl SfuHandler {
         let mut any = false;
         for stream in self.streams.values_mut().filter(|s| s.is_simulcast()) {
             any = true;
+            stream.measure_rates(now);
+            stream.estimate_bandwidth(now);
             let idle = stream
                 .layers
                 .iter()

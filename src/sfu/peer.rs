@@ -18,6 +18,8 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::peer_connection::transport::RTCDtlsRole;
@@ -338,8 +340,9 @@ struct RtcpTap {
 
 #[derive(Clone, Copy)]
 enum TapSide {
-    /// Reads the consumer's feedback; `nacks`: hands its NACKs to the application.
-    Downstream { nacks: bool },
+    /// Reads the consumer's feedback; `on_loop`: also hands its NACKs and reception reports to
+    /// the media loop, which answers the first and estimates its bandwidth from the second.
+    Downstream { on_loop: bool },
     /// Sees the feedback written to the producer.
     Upstream,
 }
@@ -358,7 +361,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
     type Time = std::time::Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let (TapSide::Downstream { nacks }, Packet::Rtcp(packets)) = (self.side, &msg.message.packet) {
+        if let (TapSide::Downstream { on_loop }, Packet::Rtcp(packets)) = (self.side, &msg.message.packet) {
             let mut deliver = false;
             for p in packets {
                 let any = p.as_any();
@@ -370,7 +373,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
                     deliver = true;
                 } else if any.is::<TransportLayerNack>() {
                     self.totals.feedback(Feedback::NackReceived);
-                    deliver |= nacks;
+                    deliver |= on_loop;
+                } else if any.is::<ReceiverReport>() || any.is::<SenderReport>() {
+                    // The loop reads the consumer's loss for its bandwidth estimate.
+                    deliver |= on_loop;
                 }
             }
             if deliver {
@@ -446,7 +452,7 @@ pub(crate) fn interceptors_for(
             .with(
                 // Last in the chain, so every interceptor has seen the RTCP before it is tapped.
                 Slot::from(14_000),
-                RtcpTap::new(TapSide::Downstream { nacks: false }, totals),
+                RtcpTap::new(TapSide::Downstream { on_loop: false }, totals),
             ),
     })
 }
@@ -465,7 +471,7 @@ pub(crate) fn loop_interceptors_for(
             configure_simulcast_extension_headers(engine)?;
             Ok(Registry::new()
                 .with(Slot::SenderReport, SenderReportBuilder::new().build())
-                .with(Slot::from(14_000), RtcpTap::new(TapSide::Downstream { nacks: true }, totals)))
+                .with(Slot::from(14_000), RtcpTap::new(TapSide::Downstream { on_loop: true }, totals)))
         }
     }
 }
