@@ -16,17 +16,19 @@ const require = createRequire(import.meta.url)
 const { MediaServer } = require('../index.js')
 
 const options = JSON.parse(process.argv[2])
+/** process.send while the parent is there (a node outlives its IPC channel by a moment when closing). */
+const send = (message) => { if (process.connected) process.send(message) }
 const media = new MediaServer(options)
 for (const name of ['connectionstatechange', 'constraintschange', 'roomclosed', 'offertimeout', 'activespeaker']) {
-  media.on(name, (event) => process.send?.({ event }))
+  media.on(name, (event) => send({ event }))
 }
 
 process.on('message', async ({ id, method, args = [] }) => {
   try {
     const value = await media[method](...args)
-    process.send?.({ id, value: value ?? null })
+    send({ id, value: value ?? null })
   } catch (err) {
-    process.send?.({ id, error: { code: err?.code, message: String(err?.message ?? err) } })
+    send({ id, error: { code: err?.code, message: String(err?.message ?? err) } })
   }
   if (method === 'close') process.disconnect?.()
 })
@@ -39,4 +41,4 @@ for (;;) {
   if (stats.redisConnected) break
   await sleep(20)
 }
-process.send({ ready: options.cluster.nodeId })
+send({ ready: options.cluster.nodeId })
