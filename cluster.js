@@ -135,19 +135,29 @@ local p, room, me = ARGV[1], ARGV[2], ARGV[3]
 redis.call('SREM', p .. ':node:' .. me .. ':rooms', room)
 if redis.call('HGET', p .. ':rooms', room) == me then redis.call('HDEL', p .. ':rooms', room) return 1 end
 return 0`,
-  // ARGV: prefix, nodeId, info, ttlMs, roomId... -> the rooms another node holds in the directory
+  // ARGV: prefix, nodeId, instance, info, ttlMs, roomId... -> the rooms another node holds
   // The node and its rooms from its own state: entries of rooms it no longer holds are dropped.
+  // If the node id was last registered by another instance (the process restarted before its
+  // heartbeat lapsed), that instance's rooms are lost: one message tells every node, as a reap.
   register: `
-local p, me, info, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local p, me, inst, info, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local mine = p .. ':node:' .. me .. ':rooms'
+local prev = redis.call('GET', p .. ':node:' .. me .. ':instance')
 local keep = {}
-for i = 5, #ARGV do keep[ARGV[i]] = true end
+for i = 6, #ARGV do keep[ARGV[i]] = true end
+local lost = {}
 for _, room in ipairs(redis.call('SMEMBERS', mine)) do
-  if not keep[room] and redis.call('HGET', p .. ':rooms', room) == me then redis.call('HDEL', p .. ':rooms', room) end
+  if not keep[room] and redis.call('HGET', p .. ':rooms', room) == me then
+    redis.call('HDEL', p .. ':rooms', room)
+    table.insert(lost, room)
+  end
+end
+if prev and prev ~= inst and #lost > 0 then
+  redis.call('PUBLISH', p .. ':events', cjson.encode({ k = 'closed', n = me, inst = prev, reason = 'nodeLost', rooms = lost, by = me }))
 end
 redis.call('DEL', mine)
 local conflicts = {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local room = ARGV[i]
   local cur = redis.call('HGET', p .. ':rooms', room)
   if cur and cur ~= me then
@@ -157,41 +167,51 @@ for i = 5, #ARGV do
     redis.call('SADD', mine, room)
   end
 end
+redis.call('SET', p .. ':node:' .. me .. ':instance', inst)
 redis.call('SET', p .. ':node:' .. me, info, 'PX', ttl)
 redis.call('SADD', p .. ':nodes', me)
 return conflicts`,
-  // ARGV: prefix, nodeId, info, ttlMs, reap ('1' or '0')
-  // -> { added (1: the node was not in the set: the directory lost it), id1, info1, rooms1, ... }
+  // ARGV: prefix, nodeId, instance, info, ttlMs, reap ('1' or '0')
+  // -> { state, id1, info1, rooms1, ... }; state 1: the node was not in the set (the directory
+  // lost it: register again), 2: another instance registered this node id since (two servers
+  // with one id), else 0
   // The heartbeat. With reap, every node whose heartbeat lapsed is removed, with its rooms,
   // and one message per lost node goes to the events channel: whichever node runs this first
   // does it, exactly once.
   heartbeat: `
-local p, me, info, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-redis.call('SET', p .. ':node:' .. me, info, 'PX', ttl)
-local out = { redis.call('SADD', p .. ':nodes', me) }
+local p, me, inst, info, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local state = 0
+local owner = redis.call('GET', p .. ':node:' .. me .. ':instance')
+if owner and owner ~= inst then
+  state = 2
+else
+  redis.call('SET', p .. ':node:' .. me, info, 'PX', ttl)
+  state = redis.call('SADD', p .. ':nodes', me)
+end
+local out = { state }
 for _, id in ipairs(redis.call('SMEMBERS', p .. ':nodes')) do
   local beat = redis.call('GET', p .. ':node:' .. id)
   if beat then
     table.insert(out, id)
     table.insert(out, beat)
     table.insert(out, redis.call('SCARD', p .. ':node:' .. id .. ':rooms'))
-  elseif ARGV[5] == '1' then
+  elseif ARGV[6] == '1' then
     local set = p .. ':node:' .. id .. ':rooms'
-    local rooms = redis.call('SMEMBERS', set)
     local lost = {}
-    for _, room in ipairs(rooms) do
+    for _, room in ipairs(redis.call('SMEMBERS', set)) do
       if redis.call('HGET', p .. ':rooms', room) == id then
         redis.call('HDEL', p .. ':rooms', room)
         table.insert(lost, room)
       end
     end
-    redis.call('DEL', set)
+    local was = redis.call('GET', p .. ':node:' .. id .. ':instance')
+    redis.call('DEL', set, p .. ':node:' .. id .. ':instance')
     redis.call('SREM', p .. ':nodes', id)
-    redis.call('PUBLISH', p .. ':events', cjson.encode({ k = 'closed', n = id, reason = 'nodeLost', rooms = lost, by = me }))
+    redis.call('PUBLISH', p .. ':events', cjson.encode({ k = 'closed', n = id, inst = was or '', reason = 'nodeLost', rooms = lost, by = me }))
   end
 end
 return out`,
-  // ARGV: prefix, nodeId, reason: the node leaves (close()); its rooms closed for every node
+  // ARGV: prefix, nodeId, reason, instance: the node leaves (close()); its rooms closed for every node
   leave: `
 local p, me = ARGV[1], ARGV[2]
 local set = p .. ':node:' .. me .. ':rooms'
@@ -203,8 +223,9 @@ for _, room in ipairs(redis.call('SMEMBERS', set)) do
   end
 end
 redis.call('DEL', set, p .. ':node:' .. me)
+if redis.call('GET', p .. ':node:' .. me .. ':instance') == ARGV[4] then redis.call('DEL', p .. ':node:' .. me .. ':instance') end
 redis.call('SREM', p .. ':nodes', me)
-redis.call('PUBLISH', p .. ':events', cjson.encode({ k = 'closed', n = me, reason = ARGV[3], rooms = closed, by = me }))
+redis.call('PUBLISH', p .. ':events', cjson.encode({ k = 'closed', n = me, inst = ARGV[4], reason = ARGV[3], rooms = closed, by = me }))
 return #closed`
 }
 
@@ -261,6 +282,8 @@ class ClusterMediaServer {
     this._native = native
     this._config = config
     this.nodeId = config.nodeId
+    /** This process's incarnation of the node id (a restarted node has a new one). */
+    this._instance = crypto.randomUUID()
     const p = config.prefix
     this._keys = {
       rooms: `${p}:rooms`,
@@ -326,6 +349,7 @@ class ClusterMediaServer {
       this._sub.subscribe(this._keys.rpc(this.nodeId), this._keys.reply(this.nodeId), this._keys.events).then(() => {
         this._subReady = true
         this._checkReady()
+        this._heartbeat()
       }, (err) => this._noteError(err))
     })
     this._sub.on('close', () => {
@@ -436,7 +460,7 @@ class ClusterMediaServer {
   async _register () {
     if (this._closed) return
     const rooms = [...this._local]
-    const conflicts = await this._cmd.register(this._config.prefix, this.nodeId, this._info(), this._config.nodeTimeoutMs, ...rooms)
+    const conflicts = await this._cmd.register(this._config.prefix, this.nodeId, this._instance, this._info(), this._config.nodeTimeoutMs, ...rooms)
     for (const room of listOf(conflicts)) {
       process.emitWarning(`mediaserver-rs cluster: room '${room}' of node ${this.nodeId} is held by another node in the directory; calls through other nodes go there`)
     }
@@ -449,9 +473,13 @@ class ClusterMediaServer {
     if (this._closed || !this._cmdReady || this._beating) return
     this._beating = true
     try {
-      // not registered yet, or the directory lost this node: register everything again
-      if (!this._registered) await this._register()
-      else await this._beat()
+      // not registered yet, or the directory lost this node: register everything again, once
+      // subscribed (so that no request, and no message the registration causes, is missed)
+      if (!this._registered) {
+        if (this._subReady) await this._register()
+      } else {
+        await this._beat()
+      }
     } catch (err) {
       this._noteError(err)
     } finally {
@@ -465,7 +493,7 @@ class ClusterMediaServer {
     // Reap lapsed nodes only after being connected for a whole node timeout: after Redis
     // comes back, every node has that long to re-register before it could be declared lost.
     const reap = this._readySince && Date.now() - this._readySince >= this._config.nodeTimeoutMs ? '1' : '0'
-    const out = await this._cmd.heartbeat(this._config.prefix, this.nodeId, this._info(), this._config.nodeTimeoutMs, reap)
+    const out = await this._cmd.heartbeat(this._config.prefix, this.nodeId, this._instance, this._info(), this._config.nodeTimeoutMs, reap)
     const nodes = []
     for (let i = 1; i + 2 < out.length; i += 3) {
       let info = {}
@@ -485,6 +513,10 @@ class ClusterMediaServer {
     if (out[0] === 1) {
       this._registered = false
       this._checkReady()
+    } else if (out[0] === 2 && !this._warnedTaken) {
+      this._warnedTaken = true
+      process.emitWarning(`mediaserver-rs cluster: another server registered the node id ${this.nodeId} since this one did; ` +
+        'every node needs its own id')
     }
   }
 
@@ -526,12 +558,14 @@ class ClusterMediaServer {
       this._emit({ ...msg.e, nodeId: msg.n })
     } else if (msg.k === 'closed') {
       const reason = msg.reason
-      if (msg.n === this.nodeId) {
+      if (msg.n === this.nodeId && msg.inst === this._instance) {
         // declared lost while alive (cut off from Redis too long): re-register on the next beat
         if (reason === 'nodeLost') this._registered = false
         return
       }
-      if (reason === 'nodeLost') {
+      // (a message about this node id but another instance: the rooms of this id's previous
+      // process, lost; told here too, as every node tells it)
+      if (reason === 'nodeLost' && msg.by !== msg.n) {
         this._failPending((entry) => entry.node === msg.n &&
           unavailable(`node ${msg.n}, which held the room, was lost during the call; its outcome is unknown`))
       }
@@ -746,7 +780,7 @@ class ClusterMediaServer {
       } finally {
         this._local.clear()
         if (this._cmdReady) {
-          await this._cmd.leave(this._config.prefix, this.nodeId, 'serverClosed').catch(() => {})
+          await this._cmd.leave(this._config.prefix, this.nodeId, 'serverClosed', this._instance).catch(() => {})
         }
         await Promise.all([this._cmd, this._sub].map((c) => quit(c)))
       }

@@ -103,11 +103,11 @@ class Node {
   }
 }
 
-async function startNode (redis, nodeId) {
+async function startNode (redis, nodeId, { heartbeatMs = HEARTBEAT_MS, nodeTimeoutMs = NODE_TIMEOUT_MS } = {}) {
   const options = {
     listenIp: '127.0.0.1',
     workers: 1,
-    cluster: { redisUrl: redis.url, nodeId, heartbeatMs: HEARTBEAT_MS, nodeTimeoutMs: NODE_TIMEOUT_MS, prefix: PREFIX }
+    cluster: { redisUrl: redis.url, nodeId, heartbeatMs, nodeTimeoutMs, prefix: PREFIX }
   }
   const child = fork(nodeScript, [JSON.stringify(options)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const node = new Node(nodeId, child)
@@ -121,9 +121,9 @@ async function startNode (redis, nodeId) {
 }
 
 /** Redis, three nodes A, B, C, and a Redis client for this test to read the directory. */
-async function startCluster () {
+async function startCluster (timing) {
   const redis = await startRedis(await freePort())
-  const nodes = await Promise.all(['A', 'B', 'C'].map((id) => startNode(redis, id)))
+  const nodes = await Promise.all(['A', 'B', 'C'].map((id) => startNode(redis, id, timing)))
   // (it sees Redis go away in the outage test: its errors are expected there)
   const dir = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 }).on('error', () => {})
   await dir.connect()
@@ -418,6 +418,37 @@ test('a node killed with SIGKILL: the others emit roomclosed nodeLost for its ro
     for (const n of [A, C]) assert.equal(n.closed(doomed).length, 1, `${n.nodeId}: ${safeJson(n.closed(doomed))}`)
   } finally {
     for (const c of clients) c.close()
+    await cluster.stop()
+  }
+})
+
+test('a node restarted under its id before its heartbeat lapsed: the others close its old rooms (nodeLost) at once', T, async () => {
+  // a heartbeat that would take 20 s to lapse: an event in less proves the restart told it
+  const timing = { heartbeatMs: 300, nodeTimeoutMs: 20000 }
+  const cluster = await startCluster(timing)
+  const { A, B, C } = cluster.byId
+  try {
+    const { B: old } = await roomsOn(cluster, A, ['B'], 'restart')
+    await C.addUser(old, 'u')
+    B.child.kill('SIGKILL')
+    await B.exited
+    const killedAt = Date.now()
+    const B2 = await startNode(cluster.redis, 'B', timing)
+    cluster.nodes[cluster.nodes.indexOf(B)] = B2
+    for (const n of [A, C, B2]) {
+      const [e] = await waitFor(() => n.closed(old).length > 0 && n.closed(old), { timeout: 10000, message: `${n.nodeId} emits roomclosed for ${old}` })
+      const { at, ...event } = e
+      assert.deepStrictEqual(event, { type: 'roomclosed', roomId: old, reason: 'nodeLost', nodeId: 'B' })
+      assert.ok(at - killedAt < 10000, `${at - killedAt} ms`)
+    }
+    await expectCode(A.getRoom(old), 'ROOM_NOT_FOUND')
+    await expectCode(B2.addUser(old, 'v'), 'ROOM_NOT_FOUND')
+    // the new B is a node like the others: it is live, and takes rooms
+    await waitFor(async () => (await A.stats()).nodes.map((n) => n.nodeId).join() === 'A,B,C', { timeout: 5000, message: 'A sees A, B, C' })
+    const { B: fresh } = await roomsOn(cluster, A, ['B'], 'restart-new')
+    assert.equal((await C.getRoom(fresh)).roomId, fresh)
+    for (const n of [A, C, B2]) assert.equal(n.closed(old).length, 1)
+  } finally {
     await cluster.stop()
   }
 })
