@@ -10,7 +10,7 @@ import { createRequire } from 'node:module'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import {
-  Client, createServer, closeServer, closeEverything, waitFor, expectCode, sleep, safeJson, byId
+  Client, createServer, closeServer, closeEverything, waitFor, expectCode, sleep, safeJson, byId, withTimeout
 } from './helpers.mjs'
 
 const require = createRequire(import.meta.url)
@@ -526,6 +526,60 @@ test('Redis stopped for 10 s: local calls and media work, Redis-needing calls ge
   } finally {
     for (const c of clients) c.close()
     await cluster.stop()
+  }
+})
+
+test('the HTTP server scales out the same way: serve --redis-url --node-id, 409 across nodes, 503 UNAVAILABLE without Redis', T, async () => {
+  const redis = await startRedis(await freePort())
+  const bin = fileURLToPath(new URL('../bin/mediaserver-rs.js', import.meta.url))
+  const servers = []
+  const start = async (nodeId) => {
+    const proc = spawn(process.execPath, [bin, 'serve', '--port', '0', '--listen-ip', '127.0.0.1', '--redis-url', redis.url, '--node-id', nodeId], {
+      stdio: ['ignore', 'ignore', 'pipe']
+    })
+    const exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)))
+    servers.push({ proc, exited })
+    let err = ''
+    const url = await new Promise((resolve, reject) => {
+      proc.stderr.on('data', (d) => {
+        err += d
+        const m = /listening on (http:\/\/\S+)/.exec(err)
+        if (m) resolve(m[1])
+      })
+      proc.once('exit', (code) => reject(new Error(`serve exited ${code}: ${err}`)))
+    })
+    return { url, proc, exited }
+  }
+  const http = async (method, url) => {
+    const res = await fetch(url, { method })
+    return { status: res.status, body: await res.json() }
+  }
+  try {
+    const [h1, h2] = [await start('h1'), await start('h2')]
+    assert.deepStrictEqual(await http('POST', `${h1.url}/rooms/lobby`), { status: 200, body: { room_id: 'lobby', users: [] } })
+    assert.deepStrictEqual(await http('POST', `${h2.url}/rooms/lobby`),
+      { status: 409, body: { error: { code: 'ROOM_EXISTS', message: "room 'lobby' already exists" } } })
+    assert.deepStrictEqual(await http('POST', `${h2.url}/rooms/lobby/users/u1`), { status: 200, body: { id: 'u1', userInfo: {}, users: [] } })
+    assert.deepStrictEqual(await http('POST', `${h1.url}/rooms/lobby/users/u1`),
+      { status: 409, body: { error: { code: 'USER_EXISTS', message: "user 'u1' is already in room 'lobby'" } } })
+    const stats = await waitFor(async () => {
+      const { body } = await http('GET', `${h2.url}/stats`)
+      return body.nodes.length === 2 && body
+    }, { timeout: 10000, message: 'h2 sees two nodes' })
+    assert.equal(stats.nodeId, 'h2')
+    assert.deepStrictEqual(stats.nodes.map((n) => n.nodeId), ['h1', 'h2'])
+    await redis.kill()
+    const { status, body } = await waitFor(async () => {
+      const r = await http('POST', `${h1.url}/rooms/another`)
+      return r.status !== 200 && r
+    }, { timeout: 5000, message: 'createRoom fails without Redis' })
+    assert.equal(status, 503)
+    assert.equal(body.error.code, 'UNAVAILABLE')
+    for (const s of servers) s.proc.kill('SIGTERM')
+    assert.deepStrictEqual(await Promise.all(servers.map((s) => withTimeout(s.exited, 10000, 'serve exits on SIGTERM'))), [0, 0])
+  } finally {
+    for (const s of servers) if (s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGKILL')
+    await redis.kill()
   }
 })
 
