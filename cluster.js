@@ -275,9 +275,15 @@ class ClusterMediaServer {
    * @param {object} options the constructor's options, `cluster` included
    */
   constructor (Native, options) {
-    const config = clusterOptions(options.cluster)
-    const rest = { ...options }
-    delete rest.cluster
+    let config, rest
+    try {
+      config = clusterOptions(options.cluster)
+      rest = { ...options }
+      delete rest.cluster
+    } catch (err) {
+      if (err && err.code === 'INVALID_ARGUMENT') throw err
+      throw invalid(`options cannot be read: ${err}`)
+    }
     const native = new Native(rest)
     this._native = native
     this._config = config
@@ -329,8 +335,15 @@ class ClusterMediaServer {
       retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 10), Math.max(200, config.heartbeatMs)),
       lazyConnect: false
     }
-    this._cmd = new Redis(config.redisUrl, { ...common, connectionName: `mediaserver:${config.nodeId}` })
-    this._sub = new Redis(config.redisUrl, { ...common, autoResubscribe: false, connectionName: `mediaserver:${config.nodeId}:sub` })
+    try {
+      this._cmd = new Redis(config.redisUrl, { ...common, connectionName: `mediaserver:${config.nodeId}` })
+      this._sub = new Redis(config.redisUrl, { ...common, autoResubscribe: false, connectionName: `mediaserver:${config.nodeId}:sub` })
+    } catch (err) {
+      // nothing is left running after a throw
+      this._cmd?.disconnect()
+      native.close().catch(() => {})
+      throw invalid(`option cluster.redisUrl cannot be used: ${err && err.message ? err.message : err}`)
+    }
     for (const [name, source] of Object.entries(SCRIPTS)) this._cmd.defineCommand(name, { numberOfKeys: 0, lua: source })
 
     this._cmd.on('error', (err) => this._noteError(err))

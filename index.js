@@ -36,11 +36,12 @@ let Cluster = null
 
 /** Whether `options` asks for a cluster: an object whose `cluster` is not undefined. */
 function wantsCluster (options) {
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) return false
+  if (options === null || typeof options !== 'object') return false
   try {
-    return options.cluster !== undefined
+    return !Array.isArray(options) && options.cluster !== undefined
   } catch {
-    return false // a getter that throws: the native constructor reports it, as it always did
+    // a revoked Proxy, a getter that throws: the native constructor reports it, as it always did
+    return false
   }
 }
 
