@@ -231,6 +231,63 @@ test('without the cluster option, no Redis client is loaded and the object is th
   assert.deepStrictEqual(JSON.parse(r.stdout), { loaded: [], ctor: 'MediaServer', ok: true })
 })
 
+test('a cluster MediaServer: the listener methods\' rules, SERVER_CLOSED after close(), and close() leaves Redis and lets the process exit', T, async () => {
+  const redis = await startRedis(await freePort())
+  const dir = new Redis(redis.url).on('error', () => {})
+  try {
+    const script = `
+      const events = require('node:events')
+      const { MediaServer } = require(process.argv[1])
+      const out = []
+      ;(async () => {
+        const m = new MediaServer({ listenIp: '127.0.0.1', workers: 1, cluster: { redisUrl: process.argv[2], nodeId: 'solo', prefix: '${PREFIX}' } })
+        out.push(m instanceof MediaServer)
+        const seen = []
+        const f = () => seen.push('f')
+        m.on('roomclosed', f).once('roomclosed', () => seen.push('once')).addListener('roomclosed', f)
+        out.push(m.listenerCount('roomclosed'), m.listenerCount('roomclosed', f))
+        for (const bad of [() => m.on('nope', f), () => m.on('roomclosed'), () => m.listenerCount('roomclosed', 5)]) {
+          try { bad(); out.push('no throw') } catch (e) { out.push(e.code + ': ' + e.message) }
+        }
+        m.off('roomclosed', f)
+        const next = events.once(m, 'roomclosed')
+        out.push(await m.createRoom('r', { userId: 'u' }))
+        out.push(await m.removeUser('r', 'u'))
+        out.push((await next)[0], [...seen], m.listenerCount('roomclosed'))
+        await m.createRoom('kept')
+        await m.close()
+        for (const call of [() => m.createRoom('z'), () => m.getRoom('kept'), () => m.close()]) {
+          await call().then(() => out.push('resolved'), (e) => out.push(e.code + ': ' + e.message))
+        }
+        console.log(JSON.stringify(out))
+      })()`
+    const t0 = Date.now()
+    const r = spawnSync(process.execPath, ['-e', script, fileURLToPath(new URL('../index.js', import.meta.url)), redis.url], { encoding: 'utf8', timeout: 20000 })
+    assert.equal(r.status, 0, `exit ${r.status} ${r.signal}: ${r.stderr}`)
+    assert.ok(Date.now() - t0 < 10000, 'the process exits by itself once close() resolved')
+    const closedMsg = 'SERVER_CLOSED: the media server was closed'
+    assert.deepStrictEqual(JSON.parse(r.stdout), [
+      true, 3, 2,
+      "INVALID_ARGUMENT: unknown event 'nope' (events: connectionstatechange, constraintschange, roomclosed, offertimeout, activespeaker, audiolevels, error)",
+      'INVALID_ARGUMENT: the listener must be a function',
+      'INVALID_ARGUMENT: the listener must be a function',
+      { room_id: 'r', user_id: 'u', users: [], userInfo: {} },
+      { id: 'u', userInfo: {}, outbound: [] },
+      { type: 'roomclosed', roomId: 'r', reason: 'empty', nodeId: 'solo' },
+      ['f', 'once'],
+      1,
+      closedMsg, closedMsg, closedMsg
+    ])
+    // it left the directory, and its Redis connections are gone
+    assert.deepStrictEqual(await dir.keys(`${PREFIX}:*`), [])
+    const clients = await dir.client('LIST')
+    assert.ok(!/name=mediaserver:solo/.test(clients), clients)
+  } finally {
+    dir.disconnect()
+    await redis.kill()
+  }
+})
+
 test('users who join one room through three nodes all decode each other, with the single-server results and errors', T, async () => {
   const cluster = await startCluster()
   const { A, B, C } = cluster.byId
