@@ -26,10 +26,10 @@ const crypto = require('node:crypto')
 const os = require('node:os')
 
 /** The events of the native server (`error` is accepted and never emitted). */
-const EVENTS = ['connectionstatechange', 'constraintschange', 'roomclosed', 'offertimeout', 'activespeaker', 'audiolevels', 'error']
+const EVENTS = ['connectionstatechange', 'constraintschange', 'roomclosed', 'offertimeout', 'activespeaker', 'audiolevels', 'layerschange', 'error']
 
 /** Methods that name a room as their first argument: forwarded to the room's owner. */
-const ROOM_METHODS = new Set(['addUser', 'produce', 'consume', 'stopProduce', 'removeUser', 'deleteRoom', 'getStats', 'getRoom'])
+const ROOM_METHODS = new Set(['addUser', 'produce', 'consume', 'stopProduce', 'setPreferredLayers', 'removeUser', 'deleteRoom', 'getStats', 'getRoom'])
 
 /** Which arguments of each method are ids (the rest are bodies), as the native server reads them. */
 const ID_ARGS = {
@@ -38,6 +38,7 @@ const ID_ARGS = {
   produce: [true, true, false],
   consume: [true, true, false],
   stopProduce: [true, true],
+  setPreferredLayers: [true, true, true, false],
   removeUser: [true, true],
   deleteRoom: [true],
   getStats: [true, true],
@@ -765,6 +766,7 @@ class ClusterMediaServer {
   produce (...args) { return this._route('produce', args) }
   consume (...args) { return this._route('consume', args) }
   stopProduce (...args) { return this._route('stopProduce', args) }
+  setPreferredLayers (...args) { return this._route('setPreferredLayers', args) }
   removeUser (...args) { return this._route('removeUser', args) }
   deleteRoom (...args) { return this._route('deleteRoom', args) }
   getStats (...args) { return this._route('getStats', args) }

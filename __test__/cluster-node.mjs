@@ -19,7 +19,7 @@ const options = JSON.parse(process.argv[2])
 /** process.send while the parent is there (a node outlives its IPC channel by a moment when closing). */
 const send = (message) => { if (process.connected) process.send(message) }
 const media = new MediaServer(options)
-for (const name of ['connectionstatechange', 'constraintschange', 'roomclosed', 'offertimeout', 'activespeaker']) {
+for (const name of ['connectionstatechange', 'constraintschange', 'roomclosed', 'offertimeout', 'activespeaker', 'layerschange']) {
   media.on(name, (event) => send({ event }))
 }
 

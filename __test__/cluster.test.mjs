@@ -75,7 +75,7 @@ class Node {
       for (const p of this.pending.values()) p.reject(new Error(`node ${nodeId} exited`))
       this.pending.clear()
     })
-    for (const m of ['createRoom', 'addUser', 'produce', 'consume', 'stopProduce', 'removeUser', 'deleteRoom', 'getStats', 'getRoom', 'stats']) {
+    for (const m of ['createRoom', 'addUser', 'produce', 'consume', 'stopProduce', 'setPreferredLayers', 'removeUser', 'deleteRoom', 'getStats', 'getRoom', 'stats']) {
       this[m] = (...args) => this.call(m, args)
     }
   }
@@ -231,6 +231,21 @@ test('without the cluster option, no Redis client is loaded and the object is th
   assert.deepStrictEqual(JSON.parse(r.stdout), { loaded: [], ctor: 'MediaServer', ok: true })
 })
 
+test('the cluster class has every method of the native class, and forwards every event the native server emits', () => {
+  const { ClusterMediaServer } = require('../cluster.js')
+  const native = require('../binding.js').MediaServer
+  const own = (C) => Object.getOwnPropertyNames(C.prototype).filter((m) => m !== 'constructor' && !m.startsWith('_')).sort()
+  assert.deepStrictEqual(own(ClusterMediaServer).filter((m) => m !== 'nodeId'), own(native))
+  // the native server names its events in the message for an unknown one
+  const probe = new native({ listenIp: '127.0.0.1', workers: 1 })
+  let names
+  try { probe.on('no-such-event', () => {}) } catch (err) { names = /\(events: ([^)]*)\)/.exec(err.message)[1].split(', ') }
+  probe.close()
+  const source = require('node:fs').readFileSync(require.resolve('../cluster.js'), 'utf8')
+  const listed = JSON.parse(/const EVENTS = (\[[^\]]*\])/.exec(source)[1].replaceAll("'", '"'))
+  assert.deepStrictEqual(listed, names)
+})
+
 test('a cluster MediaServer: the listener methods\' rules, SERVER_CLOSED after close(), and close() leaves Redis and lets the process exit', T, async () => {
   const redis = await startRedis(await freePort())
   const dir = new Redis(redis.url).on('error', () => {})
@@ -268,7 +283,7 @@ test('a cluster MediaServer: the listener methods\' rules, SERVER_CLOSED after c
     const closedMsg = 'SERVER_CLOSED: the media server was closed'
     assert.deepStrictEqual(JSON.parse(r.stdout), [
       true, 3, 2,
-      "INVALID_ARGUMENT: unknown event 'nope' (events: connectionstatechange, constraintschange, roomclosed, offertimeout, activespeaker, audiolevels, error)",
+      "INVALID_ARGUMENT: unknown event 'nope' (events: connectionstatechange, constraintschange, roomclosed, offertimeout, activespeaker, audiolevels, layerschange, error)",
       'INVALID_ARGUMENT: the listener must be a function',
       'INVALID_ARGUMENT: the listener must be a function',
       { room_id: 'r', user_id: 'u', users: [], userInfo: {} },
@@ -341,6 +356,7 @@ test('users who join one room through three nodes all decode each other, with th
       r.room = await viaOf('b').getRoom(roomId)
       r.stats = await viaOf('c').getStats(roomId)
       r.userStats = await viaOf('a').getStats(roomId, 'b')
+      r.layers = await viaOf('c').setPreferredLayers(roomId, 'a', 'b', { spatialLayer: 0 }).catch((e) => ({ code: e.code, message: e.message }))
       r.stop = await viaOf('a').stopProduce(roomId, 'c')
       r.roomExists = await viaOf('b').createRoom(roomId).catch((e) => ({ code: e.code, message: e.message }))
       r.userExists = await viaOf('c').addUser(roomId, 'a').catch((e) => ({ code: e.code, message: e.message }))
@@ -356,7 +372,7 @@ test('users who join one room through three nodes all decode each other, with th
     const got2 = await steps((u) => via[u], room)
     const want2 = await steps(() => single, 'solo')
     for (const c of Object.values(singleClients)) c.close()
-    for (const key of ['addD', 'removeD', 'mute', 'stop', 'delete']) {
+    for (const key of ['addD', 'removeD', 'mute', 'layers', 'stop', 'delete']) {
       assert.deepStrictEqual(normalized(got2[key]), normalized(want2[key]), key)
     }
     for (const key of ['room', 'stats', 'userStats']) {

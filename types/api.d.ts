@@ -316,6 +316,8 @@ export interface LayersChangeEvent {
   spatialLayer: number
   /** `null`: every temporal layer is forwarded. */
   temporalLayer: number | null
+  /** With `cluster`: the id of the node that holds the room. */
+  nodeId?: string
 }
 
 /** What `setPreferredLayers` takes: caps on the layers one consumer gets. Absent or `null`: no cap. */
