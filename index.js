@@ -4,13 +4,19 @@
 // in a git checkout), else the platform's prebuilt package, which npm installs from
 // `optionalDependencies`. When neither is there, the error says which platform this is and
 // which ones have binaries, instead of napi-rs's generic message.
+//
+// `MediaServer` is the native class itself, except with the `cluster` option: then the
+// constructor returns a ClusterMediaServer (cluster.js), the same API on top of the native
+// server of this process and Redis. Without `cluster`, `new MediaServer(options)` is exactly
+// `new NativeMediaServer(options)`, and no Redis client is ever loaded.
 
 const { napi } = require('./package.json')
 
 const { platformOf, currentPlatform } = require('./platform.js')
 
+let binding
 try {
-  module.exports = require('./binding.js')
+  binding = require('./binding.js')
 } catch (cause) {
   const supported = napi.targets.map(platformOf)
   const here = currentPlatform()
@@ -24,3 +30,39 @@ try {
   error.cause = cause
   throw error
 }
+
+const NativeMediaServer = binding.MediaServer
+let Cluster = null
+
+/** Whether `options` asks for a cluster: an object whose `cluster` is not undefined. */
+function wantsCluster (options) {
+  if (options === null || typeof options !== 'object') return false
+  try {
+    return !Array.isArray(options) && options.cluster !== undefined
+  } catch {
+    // a revoked Proxy, a getter that throws: the native constructor reports it, as it always did
+    return false
+  }
+}
+
+/**
+ * The MediaServer class: see index.d.ts. A function rather than a subclass, so that without
+ * `cluster` the object made is the native one, unchanged.
+ */
+function MediaServer (options) {
+  if (!new.target) throw new TypeError("Class constructor MediaServer cannot be invoked without 'new'")
+  if (arguments.length === 0) return new NativeMediaServer()
+  if (!wantsCluster(options)) return new NativeMediaServer(options)
+  if (!Cluster) Cluster = require('./cluster.js').ClusterMediaServer
+  return new Cluster(NativeMediaServer, options)
+}
+MediaServer.prototype = NativeMediaServer.prototype
+Object.defineProperty(MediaServer, Symbol.hasInstance, {
+  value: (value) => value instanceof NativeMediaServer || (Cluster !== null && value instanceof Cluster)
+})
+
+// the binding's exports, with this MediaServer (the binding's own object is left as it is)
+const api = {}
+for (const key of Object.keys(binding)) api[key] = binding[key]
+api.MediaServer = MediaServer
+module.exports = api

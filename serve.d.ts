@@ -98,6 +98,7 @@ export declare const httpStatus: Readonly<{
   RESOURCE_EXHAUSTED: 503
   SERVER_CLOSED: 503
   INTERNAL: 500
+  UNAVAILABLE: 503
 }>
 
 /**

@@ -30,7 +30,8 @@ const httpStatus = Object.freeze({
   NO_PENDING_OFFER: 409,
   RESOURCE_EXHAUSTED: 503,
   SERVER_CLOSED: 503,
-  INTERNAL: 500
+  INTERNAL: 500,
+  UNAVAILABLE: 503
 })
 
 /** The Content-Type of `GET /metrics`: Prometheus's text exposition format. */

@@ -4,11 +4,14 @@
 //                      [--port-min N --port-max N | --udp-port N] [--enable-tcp]
 //                      [--max-rooms N] [--max-users-per-room N] [--max-connections N]
 //                      [--offer-timeout-ms N] [--log-level FILTER] [--token SECRET] [--insecure]
+//                      [--redis-url URL [--node-id ID]]
 // The media-server REST API over HTTP (see serve.js). Prints one line when it listens:
 //   mediaserver-rs listening on http://127.0.0.1:8080
 // With a token (--token, or better MEDIASERVER_TOKEN: a flag shows in `ps`), every request must
 // carry `Authorization: Bearer <token>`. Without one it refuses a --host that is not loopback,
 // unless --insecure (then it warns once on stderr before that line).
+// With --redis-url the server is one node of a cluster (see the README's Cluster section): run one
+// per machine against the same Redis, each with its own --node-id, behind any load balancer.
 // SIGINT / SIGTERM: closes everything and exits 0.
 
 const { Command, Option, InvalidArgumentError } = require('commander')
@@ -47,12 +50,17 @@ program
   .addOption(new Option('--log-level <filter>', 'log filter in RUST_LOG syntax (default: MEDIASERVER_LOG, else warn,rtc=error,webrtc=error)'))
   .addOption(new Option('--token <secret>', 'require "Authorization: Bearer <secret>" on every request (prefer the env variable: a flag shows in ps)').env('MEDIASERVER_TOKEN'))
   .addOption(new Option('--insecure', 'allow a --host that is not loopback without a token (something in front authenticates requests)'))
+  .addOption(new Option('--redis-url <url>', 'join the cluster coordinated through this Redis (redis://host:port)').env('MEDIASERVER_REDIS_URL'))
+  .addOption(new Option('--node-id <id>', "this node's id in the cluster (default: a random one); needs --redis-url").env('MEDIASERVER_NODE_ID'))
   .action(async (opts, command) => {
     if ((opts.portMin === undefined) !== (opts.portMax === undefined)) {
       command.error('error: --port-min and --port-max go together')
     }
     if (opts.portMin !== undefined && opts.portMin > opts.portMax) {
       command.error('error: --port-min is greater than --port-max')
+    }
+    if (opts.nodeId !== undefined && !opts.redisUrl) {
+      command.error('error: --node-id needs --redis-url')
     }
     if (opts.token === '') {
       command.error(`error: ${command.getOptionValueSource('token') === 'env' ? 'MEDIASERVER_TOKEN' : '--token'} is empty`)
@@ -70,6 +78,10 @@ program
     if (opts.maxConnections !== undefined) options.maxConnections = opts.maxConnections
     if (opts.offerTimeoutMs !== undefined) options.offerTimeoutMs = opts.offerTimeoutMs
     if (opts.logLevel !== undefined) options.logLevel = opts.logLevel
+    if (opts.redisUrl) {
+      options.cluster = { redisUrl: opts.redisUrl }
+      if (opts.nodeId !== undefined) options.cluster.nodeId = opts.nodeId
+    }
 
     const { serve, isLoopbackHost } = require('../serve.js')
     let server
@@ -82,6 +94,7 @@ program
     if (options.token === undefined && !isLoopbackHost(options.host)) {
       console.error(`mediaserver-rs: warning: --insecure: no token on ${options.host}, every request that reaches it is served`)
     }
+    if (options.cluster) console.error(`mediaserver-rs: cluster node ${(await server.media.stats()).nodeId}`)
     console.error(`mediaserver-rs listening on ${server.url}`)
 
     let stopping = false

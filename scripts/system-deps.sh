@@ -2,13 +2,15 @@
 # Installs the system packages the test suite needs when they are missing (Debian/apt, as root):
 # Debian's chromium for the end-to-end tests, nftables, iproute2 and util-linux (unshare)
 # for the packet-loss test in a private network namespace, and GStreamer's webrtcbin with its
-# Python bindings for the GStreamer producer (__test__/gstreamer.test.mjs, gst-producer.py).
+# Python bindings for the GStreamer producer (__test__/gstreamer.test.mjs, gst-producer.py), and
+# redis-server for the cluster tests (__test__/cluster.test.mjs starts its own, persistence off).
 set -euo pipefail
 need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v nft >/dev/null || need+=(nftables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v unshare >/dev/null || need+=(util-linux)
+command -v redis-server >/dev/null || need+=(redis-server)
 gst_ready() {
   /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstWebRTC', '1.0'); gi.require_version('Nice', '0.1'); from gi.repository import Gst, GstWebRTC, Nice; Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in ['webrtcbin', 'nicesrc', 'opusenc', 'vp8enc', 'rtpvp8pay', 'videotestsrc'])" 2>/dev/null
 }

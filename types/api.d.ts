@@ -128,6 +128,42 @@ export interface ServerStats {
   forwardedBytes: number
   /** The shared UDP port in single-port mode (`udpPort`), else `null`. */
   udpPort: number | null
+  /** With `cluster`: this node's id. */
+  nodeId?: string
+  /** With `cluster`: whether this node is connected to Redis and registered in the directory. */
+  redisConnected?: boolean
+  /** With `cluster`: the cluster's live nodes (this one included), as of the last heartbeat, ordered by id. */
+  nodes?: ClusterNodeStats[]
+}
+
+/** A live node of the cluster and the load figure it published with its heartbeat. */
+export interface ClusterNodeStats {
+  nodeId: string
+  /** Rooms the directory places on it. */
+  rooms: number
+  /** Its upstream plus downstream connections. */
+  connections: number
+  /** RTP packets it forwarded per second over its last heartbeat interval. */
+  packetsPerSecond: number
+  /** Its process's CPU time over that interval, as a fraction of the machine's cores (0 to 1). */
+  cpu: number
+}
+
+/**
+ * `cluster`: join a cluster of MediaServers coordinated through Redis. Any node answers any
+ * call for any room; a room lives on one node, and calls for it are forwarded there.
+ */
+export interface ClusterOptions {
+  /** `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS. */
+  redisUrl: string
+  /** This node's id, unique in the cluster: 1 to 64 of `A-Z a-z 0-9 . _ -`. Default: a random UUID. */
+  nodeId?: string
+  /** How often the node refreshes its heartbeat and load figure, and looks for lapsed nodes. Default 2000 ms. */
+  heartbeatMs?: number
+  /** A node whose heartbeat is older than this is lost: its rooms close (`roomclosed`, reason `nodeLost`). Default 10000 ms; at least twice `heartbeatMs`. */
+  nodeTimeoutMs?: number
+  /** Prefix of every Redis key and channel, so that several clusters can share one Redis. Default `mediaserver`. */
+  prefix?: string
 }
 
 /** A listen address: an IP, or an IP and what to announce instead of it (1:1 NAT). */
@@ -171,6 +207,8 @@ export interface MediaServerOptions {
   audioLevelIntervalMs?: number | null
   /** How many media loops (threads). Default: `MEDIASERVER_WORKERS`, else one per core. Refused with `engine: 'tasks'`. */
   workers?: number
+  /** Join a cluster coordinated through Redis (see `ClusterOptions`). Without it, no Redis client is loaded. */
+  cluster?: ClusterOptions
 }
 
 export interface LogRecord {
@@ -199,6 +237,8 @@ export interface ConnectionStateChangeEvent {
   producerId: string
   direction: ConnectionDirection
   state: ConnectionState
+  /** With `cluster`: the id of the node that holds the room. */
+  nodeId?: string
 }
 
 /** What a producer forwards changed: it started producing, muted or unmuted a kind, or stopped producing (both false). */
@@ -208,13 +248,21 @@ export interface ConstraintsChangeEvent {
   /** The producer. */
   userId: string
   constraints: Constraints
+  /** With `cluster`: the id of the node that holds the room. */
+  nodeId?: string
 }
 
 export interface RoomClosedEvent {
   type: 'roomclosed'
   roomId: string
-  /** `deleted`: `deleteRoom`; `empty`: its last user was removed; `serverClosed`: `close()`. */
-  reason: 'deleted' | 'empty' | 'serverClosed'
+  /**
+   * `deleted`: `deleteRoom`; `empty`: its last user was removed; `serverClosed`: `close()` (of
+   * the node that held it, with `cluster`); `nodeLost`: with `cluster`, the node that held it
+   * stopped its heartbeat for `nodeTimeoutMs`.
+   */
+  reason: 'deleted' | 'empty' | 'serverClosed' | 'nodeLost'
+  /** With `cluster`: the id of the node that holds the room. */
+  nodeId?: string
 }
 
 /** A downstream offer was not answered within `offerTimeoutMs`: its connection is closed. The producer's next `produce` offers the consumer a new one. */
@@ -225,6 +273,8 @@ export interface OfferTimeoutEvent {
   userId: string
   producerId: string
   timeoutMs: number
+  /** With `cluster`: the id of the node that holds the room. */
+  nodeId?: string
 }
 
 /**
@@ -237,6 +287,8 @@ export interface ActiveSpeakerEvent {
   type: 'activespeaker'
   roomId: string
   userId: string
+  /** With `cluster`: the id of the node that holds the room. */
+  nodeId?: string
 }
 
 /** With `audioLevelIntervalMs`: each producer's mean audio level over the interval. */
@@ -245,6 +297,8 @@ export interface AudioLevelsEvent {
   roomId: string
   /** dBov: -127 is silence (or no audio in the interval), 0 the loudest. */
   levels: Array<{ userId: string; level: number }>
+  /** With `cluster`: the id of the node that holds the room. */
+  nodeId?: string
 }
 
 /**
@@ -262,6 +316,8 @@ export interface LayersChangeEvent {
   spatialLayer: number
   /** `null`: every temporal layer is forwarded. */
   temporalLayer: number | null
+  /** With `cluster`: the id of the node that holds the room. */
+  nodeId?: string
 }
 
 /** What `setPreferredLayers` takes: caps on the layers one consumer gets. Absent or `null`: no cap. */
@@ -435,6 +491,8 @@ export type ErrorCode =
   | 'RESOURCE_EXHAUSTED'
   | 'SERVER_CLOSED'
   | 'INTERNAL'
+  /** With `cluster`: the call needs Redis (or the node that holds the room) and cannot reach it. */
+  | 'UNAVAILABLE'
 
 export interface MediaServerError extends Error {
   code: ErrorCode
