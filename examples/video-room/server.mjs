@@ -39,6 +39,12 @@ export async function startDemo ({ host = '127.0.0.1', port = 3000, listenIp, an
     }
   })
 
+  // Which simulcast layer each page gets of each producer, for its tile's badge.
+  media.on('layerschange', ({ roomId, userId, producerId, spatialLayer }) => {
+    const socket = rooms.get(roomId)?.get(userId)
+    if (socket?.readyState === 1) socket.send(JSON.stringify({ type: 'layer', from: producerId, spatialLayer }))
+  })
+
   const http = createServer(async (req, res) => {
     const path = new URL(req.url, 'http://x').pathname
     const file = path === '/' || path.startsWith('/room/') ? 'index.html' : path.slice(1)
@@ -80,6 +86,10 @@ export async function startDemo ({ host = '127.0.0.1', port = 3000, listenIp, an
       },
       async consume ({ answers }) {
         await media.consume(me.room, me.id, { answers })
+      },
+      async layers ({ producer, spatialLayer }) {
+        const res = await media.setPreferredLayers(me.room, me.id, producer, { spatialLayer })
+        send(ws, { type: 'layers', producer, ...res })
       },
       async stopProduce () {
         const res = await media.stopProduce(me.room, me.id)

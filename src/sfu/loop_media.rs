@@ -41,6 +41,9 @@ const HISTORY_PACKETS: u16 = 512;
 /// A simulcast layer that sent nothing for this long is taken as paused (the producer's
 /// encoder drops its top layers when its bandwidth falls).
 const LAYER_IDLE: Duration = Duration::from_millis(1500);
+/// A consumer waiting for a layer's keyframe asks again this long after the last request: a
+/// producer may not answer a request (Chromium sometimes does not, right after another).
+const KEYFRAME_RETRY: Duration = Duration::from_secs(1);
 /// How often paused layers are looked for.
 const LAYER_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -865,6 +868,13 @@ impl SfuHandler {
             any = true;
             stream.measure_rates(now);
             stream.estimate_bandwidth(now);
+            let awaited = stream.outputs.iter().filter_map(|o| o.layers.awaits()).fold(0u8, |mask, l| mask | 1 << l);
+            for (i, layer) in stream.layers.iter_mut().enumerate().filter(|(i, _)| awaited & (1 << i) != 0) {
+                if layer.last_keyframe_request.is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY) {
+                    tracing::debug!(layer = i, "keyframe asked for again");
+                    layer.request_keyframe(now);
+                }
+            }
             let idle = stream
                 .layers
                 .iter()

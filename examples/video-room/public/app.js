@@ -3,14 +3,18 @@
 // SFU. Non-trickle: every SDP is sent once ICE gathering has completed.
 //
 // URL parameters: ?room=NAME (default "demo"), &name=DISPLAY_NAME, &codec=VP8|VP9|H264|AV1
-// (forces the video codec this page sends).
+// (forces the video codec this page sends), &simulcast=1 (sends two layers; also a checkbox).
+// Each remote tile has a low / high switch: it asks the server for that producer's lowest
+// simulcast layer, or the best, for this page (setPreferredLayers); the badge shows the layer
+// the server now sends (its layerschange events).
 
+const $ = (id) => document.getElementById(id)
 const params = new URLSearchParams(location.search)
 const roomId = params.get('room') || location.pathname.split('/room/')[1] || 'demo'
 const displayName = params.get('name') || `guest-${Math.random().toString(36).slice(2, 6)}`
 const forcedCodec = params.get('codec')
+$('simulcast').checked = params.get('simulcast') === '1'
 
-const $ = (id) => document.getElementById(id)
 $('room-name').textContent = roomId
 $('local-name').textContent = displayName
 
@@ -57,11 +61,16 @@ function tileFor (id) {
     video.autoplay = true
     video.playsInline = true
     const caption = document.createElement('figcaption')
-    caption.innerHTML = '<span class="name"></span> <span class="badges"></span>'
+    caption.innerHTML = '<span class="name"></span> <span class="badges"></span> <span class="badges layer-badge"></span>'
     caption.querySelector('.name').textContent = state.users.get(id)?.userInfo?.name ?? id.slice(0, 8)
-    figure.append(video, caption)
+    const quality = document.createElement('button')
+    quality.className = 'quality'
+    quality.textContent = 'low'
+    quality.title = 'receive this user\'s lowest simulcast layer'
+    quality.onclick = () => setLow(id, !remote.low)
+    figure.append(video, caption, quality)
     $('tiles').append(figure)
-    remote = { pc: null, tile: figure, video, chain: Promise.resolve(), constraints: null }
+    remote = { pc: null, tile: figure, video, chain: Promise.resolve(), constraints: null, low: false, quality }
     state.remotes.set(id, remote)
   }
   return remote
@@ -114,6 +123,24 @@ function handleOffer (producerId, offer, constraints) {
   }).catch((err) => showError(`consuming ${producerId}: ${err.message}`))
 }
 
+/** Asks for `producerId`'s lowest layer (`low`) or its best. */
+function setLow (producerId, low) {
+  const remote = tileFor(producerId)
+  remote.low = low
+  remote.quality.textContent = low ? 'high' : 'low'
+  remote.quality.title = low ? 'receive this user\'s best layer' : 'receive this user\'s lowest simulcast layer'
+  send({ type: 'layers', producer: producerId, spatialLayer: low ? 0 : null })
+}
+
+function showLayer (producerId, spatialLayer) {
+  const badges = tileFor(producerId).tile.querySelector('.layer-badge')
+  badges.replaceChildren()
+  const b = document.createElement('span')
+  b.className = 'layer'
+  b.textContent = `layer ${spatialLayer}`
+  badges.append(b)
+}
+
 // ---- producing ----------------------------------------------------------------------------
 
 function preferCodec (transceiver, mime) {
@@ -128,7 +155,11 @@ async function startBroadcast () {
   const pc = new RTCPeerConnection()
   state.upstream = pc
   for (const track of state.stream.getTracks()) {
-    const transceiver = pc.addTransceiver(track, { direction: 'sendonly' })
+    // Simulcast: half and full resolution, lowest first (the server numbers layers in this order).
+    const sendEncodings = track.kind === 'video' && $('simulcast').checked
+      ? [{ rid: 'l', scaleResolutionDownBy: 2 }, { rid: 'h', scaleResolutionDownBy: 1 }]
+      : undefined
+    const transceiver = pc.addTransceiver(track, { direction: 'sendonly', sendEncodings })
     if (track.kind === 'video' && forcedCodec) preferCodec(transceiver, forcedCodec)
   }
   const offer = await gathered(pc, await pc.createOffer())
@@ -178,6 +209,12 @@ $('toggle-audio').onclick = () => setKind('audio', !state.audio)
 $('toggle-video').onclick = () => setKind('video', !state.video)
 $('toggle-broadcast').onclick = () => (state.broadcasting ? stopBroadcast() : startBroadcast().catch((e) => showError(e.message)))
 $('leave').onclick = leave
+// A new upstream connection with or without layers: the consumers' connections are renegotiated.
+$('simulcast').onchange = () => {
+  if (!state.broadcasting) return
+  stopBroadcast()
+  startBroadcast().catch((e) => showError(e.message))
+}
 
 // ---- signalling ---------------------------------------------------------------------------
 
@@ -216,6 +253,8 @@ const messages = {
     const tile = id === state.userId ? $('tile-local') : state.remotes.get(id)?.tile
     tile?.classList.add('speaking')
   },
+  layer ({ from, spatialLayer }) { showLayer(from, spatialLayer) },
+  layers () {},
   'producer-stopped' ({ from }) { closeRemote(from) },
   'peer-left' ({ id }) { closeRemote(id, { removeTile: true }) },
   stopped () {},
@@ -309,6 +348,8 @@ window.__demo = {
     for (const [id, remote] of state.remotes) remotes[id] = await cipher(remote.pc)
     return { upstream: await cipher(state.upstream), remotes }
   },
+  /** Asks for `producerId`'s lowest simulcast layer (`true`) or its best. */
+  setLow,
   setAudio: (on) => setKind('audio', on),
   setVideo: (on) => setKind('video', on),
   stopBroadcast,
