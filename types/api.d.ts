@@ -314,7 +314,7 @@ export interface LayersChangeEvent {
   producerId: string
   /** 0 is the lowest layer: layers are numbered in the order of the producer's `a=simulcast` (its `sendEncodings`). */
   spatialLayer: number
-  /** `null`: every temporal layer is forwarded. */
+  /** The consumer's temporal cap; `null`: none (every temporal layer is forwarded). */
   temporalLayer: number | null
   /** With `cluster`: the id of the node that holds the room. */
   nodeId?: string
@@ -324,14 +324,14 @@ export interface LayersChangeEvent {
 export interface PreferredLayers {
   /** The highest spatial layer to forward, 0 the lowest (integer 0-255). */
   spatialLayer?: number | null
-  /** Accepted and validated (integer 0-255); temporal layers are not selected yet. */
+  /** The highest temporal layer to forward, 0 the base one (integer 0-255); selected in VP8. */
   temporalLayer?: number | null
 }
 
 /** The layers the server now selects for the consumer (it switches at that layer's next keyframe). */
 export interface LayersResponse {
   spatialLayer: number
-  /** `null`: every temporal layer is forwarded. */
+  /** The consumer's temporal cap; `null`: none (every temporal layer is forwarded). */
   temporalLayer: number | null
 }
 
@@ -434,6 +434,8 @@ export interface LayerStats {
   preferred: number | null
   /** The layers arriving from the producer now, lowest first; `[0]` without simulcast. */
   available: number[]
+  /** Its temporal cap from `setPreferredLayers`; `null`: none. */
+  temporal: number | null
 }
 
 export interface ConnectionStats {

@@ -45,6 +45,8 @@ impl VideoCodec {
 /// Where the fields of a VP8 payload descriptor (RFC 7741 section 4.2) sit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vp8Descriptor {
+    /// The temporal layer (TID), when the descriptor carries one.
+    pub temporal: Option<u8>,
     /// Offset and width (7 or 15 bits) of the picture id, if present.
     pub picture_id: Option<(usize, bool)>,
     /// Offset of TL0PICIDX, if present.
@@ -60,7 +62,7 @@ impl Vp8Descriptor {
         let first = *payload.first()?;
         let starts_frame = first & 0x10 != 0 && first & 0x07 == 0;
         let mut at = 1;
-        let (mut picture_id, mut tl0_pic_idx) = (None, None);
+        let (mut picture_id, mut tl0_pic_idx, mut temporal) = (None, None, None);
         if first & 0x80 != 0 {
             let ext = *payload.get(at)?;
             at += 1;
@@ -74,10 +76,14 @@ impl Vp8Descriptor {
                 at += 1;
             }
             if ext & 0x30 != 0 {
+                // TID in the top two bits, with T set.
+                if ext & 0x20 != 0 {
+                    temporal = Some(*payload.get(at)? >> 6);
+                }
                 at += 1;
             }
         }
-        (at < payload.len()).then_some(Self { picture_id, tl0_pic_idx, header: at, starts_frame })
+        (at < payload.len()).then_some(Self { temporal, picture_id, tl0_pic_idx, header: at, starts_frame })
     }
 
     pub fn picture_id(&self, payload: &[u8]) -> Option<u16> {
@@ -167,7 +173,9 @@ mod tests {
         let key = [0x90, 0xC0, 0x92, 0x34, 9, 0x10, 0, 0];
         assert!(VideoCodec::Vp8.starts_keyframe(&key));
         let d = Vp8Descriptor::read(&key).unwrap();
-        assert_eq!((d.picture_id(&key), d.tl0_pic_idx(&key)), (Some(0x1234), Some(9)));
+        assert_eq!((d.picture_id(&key), d.tl0_pic_idx(&key), d.temporal), (Some(0x1234), Some(9), None));
+        let layered = [0x90, 0xE0, 0x92, 0x34, 9, 0x80, 0x11];
+        assert_eq!(Vp8Descriptor::read(&layered).unwrap().temporal, Some(2), "T set: TID from the T/K byte");
         let mut rewritten = key;
         d.write(&mut rewritten, 0x8001, 200);
         assert_eq!(&rewritten[2..5], &[0x80, 0x01, 200], "wrapped to 15 bits, M kept");

@@ -611,10 +611,10 @@ impl Forward {
 
     /// Caps the spatial layer `downstream`'s consumer gets (`HIGHEST`: none). `None` when the
     /// consumer does not get this producer's video (or on the task engine, which has no layers).
-    pub async fn set_preferred_layer(&self, downstream: &Conn, spatial: u8) -> Option<ConsumerLayers> {
+    pub async fn set_preferred_layer(&self, downstream: &Conn, spatial: u8, temporal: u8) -> Option<ConsumerLayers> {
         let (Forward::Loop { lp, producer }, Some(consumer)) = (self, downstream.loop_id()) else { return None };
         let producer = *producer;
-        lp.call(move |ctx| ctx.handler.set_preferred_layer(producer, consumer, spatial)).await.ok().flatten()
+        lp.call(move |ctx| ctx.handler.set_preferred_layer(producer, consumer, spatial, temporal)).await.ok().flatten()
     }
 
     /// What `downstream`'s consumer gets of the producer's video layers.
@@ -649,7 +649,7 @@ impl Forward {
         track: &SendTrack,
         ssrc: u32,
         payload_type: u8,
-        preferred_spatial: u8,
+        preferred: (u8, u8),
     ) {
         match (self, downstream, track) {
             (Forward::Async(f), _, SendTrack::Async { track, .. }) => f[kind.index()].send(Control::Subscribe(Subscriber {
@@ -666,7 +666,7 @@ impl Forward {
                     else {
                         return;
                     };
-                    let output = Output::new(id, sender, ssrc, payload_type, rtx).preferring(preferred_spatial);
+                    let output = Output::new(id, sender, ssrc, payload_type, rtx).preferring(preferred.0, preferred.1);
                     ctx.handler.subscribe(producer, kind, output);
                 }));
             }

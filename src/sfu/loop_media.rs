@@ -11,6 +11,7 @@ use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::sansio::Protocol;
 use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
@@ -87,7 +88,15 @@ pub struct Output {
     /// What the consumer's link carries, from the loss it reports.
     bwe: LossEstimate,
     loss: LossWindow,
+    /// The new layer's keyframe, held back while it is not yet whole (a layer change).
+    held: Vec<(rtc::rtp::Packet, Option<Vp8Ids>)>,
 }
+
+/// Where a VP8 packet's descriptor fields sit, and its picture id and TL0PICIDX.
+type Vp8Ids = (Vp8Descriptor, Option<u16>, Option<u8>);
+
+/// Packets of a keyframe held back at most; a longer one is given up (and asked for again).
+const MAX_HELD: usize = 512;
 
 impl Output {
     pub fn new(consumer: PeerId, sender: RTCRtpSenderId, ssrc: u32, payload_type: u8, rtx: Option<(u32, u8)>) -> Self {
@@ -103,13 +112,37 @@ impl Output {
             vp8: Vp8Continuity::default(),
             bwe: LossEstimate::default(),
             loss: LossWindow::default(),
+            held: Vec::new(),
         }
     }
 
-    /// With its consumer's cap on the simulcast layer it gets.
-    pub fn preferring(mut self, spatial: u8) -> Self {
+    /// With its consumer's caps on the spatial and temporal layers it gets.
+    pub fn preferring(mut self, spatial: u8, temporal: u8) -> Self {
         self.layers.set_preferred(spatial, 0);
+        self.layers.set_preferred_temporal(temporal);
         self
+    }
+
+    /// Numbers `packet` for this consumer and writes it to its connection.
+    fn send(&mut self, pc: &mut RTCPeerConnection, mut packet: rtc::rtp::Packet, vp8: Option<Vp8Ids>, clock_rate: u32, now: Instant) -> bool {
+        self.rewrite.apply(&mut packet.header, now, clock_rate, self.ssrc, self.payload_type);
+        if let Some((descriptor, picture, tl0)) = vp8 {
+            if let Some((picture, tl0)) = self.vp8.apply(picture, tl0) {
+                let mut payload = packet.payload.to_vec();
+                descriptor.write(&mut payload, picture, tl0);
+                packet.payload = payload.into();
+            }
+        }
+        // Straight to the connection: the sender's own write_rtp would rebuild its parameters
+        // for every packet to check what the rewrite has already made true (our SSRC, the
+        // negotiated payload type, no header extensions). The connection does not read the
+        // track id of what it is given to write (rtc 0.21.1), so none is allocated per packet.
+        let message = RTCMessage::RtpPacket(String::new(), packet);
+        let sent = pc.handle_write(TaggedRTCMessage { now, message }).is_ok();
+        if sent {
+            self.loss.on_sent();
+        }
+        sent
     }
 
     /// This consumer's retransmission of the packet it numbered `seq`, if `history` still has
@@ -117,7 +150,7 @@ impl Output {
     fn retransmission(&mut self, seq: u16, history: &PacketHistory) -> Option<rtc::rtp::Packet> {
         let original = history.get(self.rewrite.source_seq(seq)?)?;
         let mut header = original.header.clone();
-        self.rewrite.renumber(&mut header, self.ssrc, self.payload_type);
+        self.rewrite.renumber(&mut header, seq, self.ssrc, self.payload_type);
         let Some((ssrc, payload_type)) = self.rtx else {
             return Some(rtc::rtp::Packet { header, payload: original.payload.clone() });
         };
@@ -384,6 +417,7 @@ impl ConsumerLayers {
             target: self.target,
             preferred: self.preferred,
             available: (0..self.available).filter(|l| self.active & (1 << l) != 0).collect(),
+            temporal: self.temporal,
         }
     }
 }
@@ -403,6 +437,8 @@ pub struct ConsumerLayers {
     pub active: u8,
     /// The consumer's bandwidth estimate, bit/s (`None`: nothing limits it).
     pub estimate: Option<u64>,
+    /// Its cap on temporal layers (`None`: every one).
+    pub temporal: Option<u8>,
 }
 
 impl SfuHandler {
@@ -479,9 +515,10 @@ impl SfuHandler {
             .collect();
         stream.active = 0;
         for output in &mut stream.outputs {
-            let preferred = output.layers.preferred();
+            let (preferred, temporal) = (output.layers.preferred(), output.layers.preferred_temporal());
             output.layers = LayerSelector::default();
             output.layers.set_preferred(preferred, 0);
+            output.layers.set_preferred_temporal(temporal);
             output.rewrite.resync();
             output.vp8.switch();
         }
@@ -491,11 +528,12 @@ impl SfuHandler {
     }
 
     /// Caps the spatial layer `consumer` gets of `producer`'s video (`HIGHEST`: no cap).
-    pub fn set_preferred_layer(&mut self, producer: PeerId, consumer: PeerId, spatial: u8) -> Option<ConsumerLayers> {
+    pub fn set_preferred_layer(&mut self, producer: PeerId, consumer: PeerId, spatial: u8, temporal: u8) -> Option<ConsumerLayers> {
         let stream = self.streams.get_mut(&(producer, Kind::Video))?;
         let now = Instant::now();
         let active = stream.active;
         let output = stream.outputs.iter_mut().find(|o| o.consumer == consumer)?;
+        output.layers.set_preferred_temporal(temporal);
         if output.layers.set_preferred(spatial, active) {
             if let Some(layer) = output.layers.awaits() {
                 stream.layers[usize::from(layer)].request_keyframe(now);
@@ -524,10 +562,12 @@ impl SfuHandler {
                 available: stream.layers.len() as u8,
                 active: stream.active,
                 estimate: output.bwe.estimate(),
+                temporal: Some(output.layers.preferred_temporal()).filter(|t| *t != HIGHEST),
             }
         } else {
             let preferred = Some(output.layers.preferred()).filter(|p| *p != HIGHEST);
-            ConsumerLayers { current: Some(0), target: Some(0), preferred, available: 1, active: 1, estimate: output.bwe.estimate() }
+            let temporal = Some(output.layers.preferred_temporal()).filter(|t| *t != HIGHEST);
+            ConsumerLayers { current: Some(0), target: Some(0), preferred, available: 1, active: 1, estimate: output.bwe.estimate(), temporal }
         })
     }
 
@@ -544,6 +584,7 @@ impl SfuHandler {
                 vp8.switch();
                 let mut layers = LayerSelector::default();
                 layers.set_preferred(output.layers.preferred(), stream.active);
+                layers.set_preferred_temporal(output.layers.preferred_temporal());
                 *existing = Output { rewrite, vp8, layers, ..output };
             }
             None => {
@@ -631,15 +672,19 @@ impl SfuHandler {
             history.insert(&packet);
         }
         let simulcast = stream.is_simulcast();
+        let temporal_filter = stream.codec == VideoCodec::Vp8 && stream.outputs.iter().any(|o| o.layers.filters_temporal());
         let layer_id = layer as u8;
         let keyframe = simulcast
             && stream.outputs.iter().any(|o| o.layers.awaits() == Some(layer_id))
             && stream.codec.starts_keyframe(&packet.payload);
         // A consumer that changed layers numbers VP8 pictures on from where it was.
-        let vp8 = (simulcast && stream.codec == VideoCodec::Vp8)
+        let vp8 = ((simulcast || temporal_filter) && stream.codec == VideoCodec::Vp8)
             .then(|| Vp8Descriptor::read(&packet.payload))
             .flatten()
             .map(|d| (d, d.picture_id(&packet.payload), d.tl0_pic_idx(&packet.payload)));
+        let temporal = vp8.and_then(|(d, ..)| d.temporal);
+        let starts_frame = vp8.is_some_and(|(d, ..)| d.starts_frame);
+        let seq = packet.header.sequence_number;
         let size = (12 + 4 * packet.header.csrc.len() + packet.payload.len()) as u64;
         let last = stream.outputs.len() - 1;
         let mut written = 0;
@@ -647,11 +692,25 @@ impl SfuHandler {
             let Some(PeerEntry { role: Role::Downstream { connected: true, .. }, observer }) = self.peers.get(&output.consumer) else {
                 continue;
             };
+            let mut held = Vec::new();
             if simulcast {
-                match output.layers.on_packet(layer_id, keyframe) {
+                if output.layers.switching().is_none() && !output.held.is_empty() {
+                    output.held.clear();
+                }
+                match output.layers.on_packet(layer_id, keyframe, packet.header.marker) {
                     Verdict::Drop => continue,
                     Verdict::Forward => {}
-                    Verdict::Switch => {
+                    Verdict::Hold => {
+                        if output.held.len() >= MAX_HELD {
+                            output.held.clear();
+                            output.layers.lose(layer_id);
+                        } else {
+                            output.held.push((packet.clone(), vp8));
+                        }
+                        continue;
+                    }
+                    Verdict::Switch | Verdict::Complete => {
+                        held = std::mem::take(&mut output.held);
                         output.rewrite.resync();
                         output.vp8.switch();
                         if let Some(label) = observer.label() {
@@ -660,33 +719,33 @@ impl SfuHandler {
                                 user_id: label.user_id.to_string(),
                                 producer_id: label.producer_id.to_string(),
                                 spatial_layer: layer_id,
-                                temporal_layer: None,
+                                temporal_layer: Some(output.layers.preferred_temporal()).filter(|t| *t != HIGHEST),
                             });
                         }
                     }
                 }
             }
-            let Some(pc) = peers.get_mut(output.consumer) else { continue };
-            // Header clone is a plain copy once extensions are cleared; the payload is shared.
-            let mut out = if i == last { std::mem::take(&mut packet) } else { packet.clone() };
-            output.rewrite.apply(&mut out.header, now, clock_rate, output.ssrc, output.payload_type);
-            if let Some((descriptor, picture, tl0)) = vp8 {
-                if let Some((picture, tl0)) = output.vp8.apply(picture, tl0) {
-                    let mut payload = out.payload.to_vec();
-                    descriptor.write(&mut payload, picture, tl0);
-                    out.payload = payload.into();
+            // Temporal layers above the consumer's cap are left out, frame by frame, with no
+            // gap in its numbering.
+            if let Some(tid) = temporal {
+                if !output.layers.passes_temporal(tid, starts_frame && tid == 0) {
+                    output.rewrite.skip(seq);
+                    if starts_frame {
+                        output.vp8.skip_picture();
+                    }
+                    continue;
                 }
             }
-            // Straight to the connection: the sender's own write_rtp would rebuild its
-            // parameters for every packet to check what the rewrite has already made true
-            // (our SSRC, the negotiated payload type, no header extensions). The connection
-            // does not read the track id of what it is given to write (rtc 0.21.1), so none is
-            // allocated per packet.
-            let message = RTCMessage::RtpPacket(String::new(), out);
-            if pc.handle_write(TaggedRTCMessage { now, message }).is_ok() {
-                written += 1;
-                output.loss.on_sent();
+            if output.rewrite.is_late(seq) {
+                continue;
             }
+            let Some(pc) = peers.get_mut(output.consumer) else { continue };
+            for (earlier, ids) in held {
+                written += u64::from(output.send(pc, earlier, ids, clock_rate, now));
+            }
+            // Header clone is a plain copy once extensions are cleared; the payload is shared.
+            let out = if i == last { std::mem::take(&mut packet) } else { packet.clone() };
+            written += u64::from(output.send(pc, out, vp8, clock_rate, now));
         }
         self.unflushed.0 += written;
         self.unflushed.1 += written * size;

@@ -143,8 +143,8 @@ struct Downstream {
     /// The serial of the last offer handed out to the backend: an offer made but never handed
     /// out (its command failed half way) is one nobody can answer.
     handed_out: u64,
-    /// The highest simulcast layer its consumer asked for (`setPreferredLayers`).
-    preferred_spatial: u8,
+    /// The highest spatial and temporal layers its consumer asked for (`setPreferredLayers`).
+    preferred: (u8, u8),
 }
 
 /// Routes an upstream's remote tracks to the forwarders of their kind.
@@ -406,12 +406,13 @@ impl Room {
             )));
         };
         let spatial = layers.spatial.unwrap_or(crate::media::layers::HIGHEST);
+        let temporal = layers.temporal.unwrap_or(crate::media::layers::HIGHEST);
         // Kept for the consumer's next subscription (its answer, a renegotiation) as well.
-        downstream.preferred_spatial = spatial;
-        let chosen = upstream.forward.set_preferred_layer(&downstream.peer, spatial).await;
+        downstream.preferred = (spatial, temporal);
+        let chosen = upstream.forward.set_preferred_layer(&downstream.peer, spatial, temporal).await;
         // Before its answer, the consumer has no layer yet: what it asked for is what applies.
         let fallback = layers.spatial.unwrap_or(0);
-        Ok(LayersResponse { spatial_layer: chosen.and_then(|c| c.target.or(c.current)).unwrap_or(fallback), temporal_layer: None })
+        Ok(LayersResponse { spatial_layer: chosen.and_then(|c| c.target.or(c.current)).unwrap_or(fallback), temporal_layer: layers.temporal })
     }
 
     async fn add_user(&mut self, user_id: String, info: Value) -> SfuResult<AddUserResponse> {
@@ -741,7 +742,7 @@ impl Room {
                 let mime = down.codec.mime_type(kind);
                 let payload_type =
                     downstream.peer.negotiated_payload_type(&down.track, mime).await.unwrap_or(down.codec.payload_type);
-                let preferred = downstream.preferred_spatial;
+                let preferred = downstream.preferred;
                 upstream.forward.subscribe(kind, &consumer, &downstream.peer, &downstream.connected, &down.track, down.ssrc, payload_type, preferred);
             }
         }
@@ -944,7 +945,7 @@ impl Room {
             pending_offer: false,
             offer_serial: 0,
             handed_out: 0,
-            preferred_spatial: crate::media::layers::HIGHEST,
+            preferred: (crate::media::layers::HIGHEST, crate::media::layers::HIGHEST),
         };
         let result = async {
             for kind in Kind::ALL {

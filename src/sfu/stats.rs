@@ -257,6 +257,8 @@ pub struct LayerStats {
     pub preferred: Option<u8>,
     /// The layers arriving from the producer now, lowest first (`[0]` without simulcast).
     pub available: Vec<u8>,
+    /// The highest temporal layer it gets (`null`: every one).
+    pub temporal: Option<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
