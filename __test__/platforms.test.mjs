@@ -7,23 +7,43 @@
 // - is loaded by a Node.js of its own platform, which makes a MediaServer on 127.0.0.1, asks
 //   for stats() and closes it: arm64 glibc under qemu-aarch64, x64 musl under a real musl
 //   loader (Debian 13's musl 1.2.5), arm64 musl under both. That Node reports its own arch and
-//   libc, so a run on the wrong one fails.
+//   libc, so a run on the wrong one fails;
+// - is packed into its platform package (npm/<platform>), installed with the packed main
+//   package into a fresh folder (npm install --force --os/--cpu/--libc of that platform: the
+//   tarballs are for another machine), and `require('mediaserver-rs')` there, in that platform's
+//   Node, loads it through the package's own loader and answers stats(). For musl this runs in
+//   a private mount namespace whose /usr/bin/ldd is a musl system's (napi-rs's loader reads it
+//   to tell musl from glibc; this host's is glibc's): root, like the suite's `unshare -n` tests.
 // The last test feeds the same checks the wrong binary for a platform: they fail.
 //
 // What it needs is installed by scripts/cross-deps.sh (run by `npm test`'s pretest). A missing
 // piece fails the test with its name; MEDIASERVER_SKIP_CROSS=1 skips it, loudly, outside CI only.
 
-import { test } from 'node:test'
+import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, statSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { buildCross, binaryFile, crossTargets, elfCheck, loadCheck, missingBuildTools, nodeRunner, platformOf, root } from '../scripts/cross.mjs'
+import { buildCross, binaryFile, crossTargets, elfCheck, installedCheck, loadCheck, missingBuildTools, nodeRunner, packPlatform, platformOf, root } from '../scripts/cross.mjs'
 
 const skip = process.env.MEDIASERVER_SKIP_CROSS === '1' && !process.env.CI
 if (skip) console.log('\n*** MEDIASERVER_SKIP_CROSS=1: the cross-target builds and checks are SKIPPED (never under CI) ***\n')
 const targetDir = join(root, 'target/cross')
 const out = (platform) => join(targetDir, 'bin', platform)
 const built = new Map()
+const work = mkdtempSync(join(tmpdir(), 'mediaserver-platforms-'))
+const dist = join(work, 'dist')
+let mainTarball
+before(() => {
+  if (skip) return
+  // The main package, packed as `npm run package` packs it (from the host build, as the
+  // package test does).
+  const pack = spawnSync(process.execPath, [join(root, 'scripts/package.mjs'), '--skip-build', '--out', dist], { cwd: root, encoding: 'utf8' })
+  if (pack.status === 0) mainTarball = join(dist, 'mediaserver-rs-0.1.0.tgz')
+  else console.log(`scripts/package.mjs --skip-build failed: ${pack.stderr}`)
+})
+after(() => rmSync(work, { recursive: true, force: true }))
 
 function requireTools (platform) {
   const missing = [...missingBuildTools([crossTargets.find((t) => platformOf(t) === platform)]), ...nodeRunner(platform).missing]
@@ -36,7 +56,7 @@ test('the cross targets are the three other Linux ones', { skip }, () => {
 
 for (const target of crossTargets) {
   const platform = platformOf(target)
-  test(`${platform}: cross-built with zig, the right ELF machine and libc, and loaded by a ${platform} Node that calls stats()`, { skip, timeout: 45 * 60000 }, () => {
+  test(`${platform}: cross-built with zig, the right ELF machine and libc, loaded by a ${platform} Node that calls stats(), and so is its installed package`, { skip, timeout: 45 * 60000 }, () => {
     requireTools(platform)
     const started = Date.now()
     const binary = buildCross(target, out(platform), { targetDir, stdio: ['ignore', 'ignore', 'pipe'] })
@@ -53,8 +73,27 @@ for (const target of crossTargets) {
     assert.equal(load.self.glibc === null, platform.endsWith('musl'), `the Node that loaded it runs on ${load.self.glibc ? `glibc ${load.self.glibc}` : 'musl'}`)
     assert.equal(load.stats.rooms, 0)
     assert.equal(load.stats.liveConnections, 0)
+
+    // Packed and installed as a user of that platform gets it, and loaded by the package's loader.
+    assert.ok(mainTarball && existsSync(mainTarball), 'the main package was not packed (npm run build first)')
+    const tarball = packPlatform(platform, binary, dist)
+    const app = join(work, `app-${platform}`)
+    mkdirSync(app)
+    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }))
+    const [, cpu, libc] = platform.split('-')
+    const env = { ...process.env }
+    delete env.INIT_CWD
+    const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--force', '--os=linux', `--cpu=${cpu}`, `--libc=${libc === 'gnu' ? 'glibc' : 'musl'}`, mainTarball, tarball], { cwd: app, env, encoding: 'utf8', timeout: 240000 })
+    assert.equal(install.status, 0, `npm install failed:\n${install.stdout}\n${install.stderr}`)
+    assert.deepEqual(readdirSync(join(app, 'node_modules')).filter((d) => d.startsWith('mediaserver-rs')).sort(), ['mediaserver-rs', `mediaserver-rs-${platform}`])
+    const used = installedCheck(platform, app)
+    assert.ok(used.ok, `require('mediaserver-rs') in ${platform}'s Node failed: ${used.error}`)
+    assert.deepEqual(used.loaded, [join(app, 'node_modules', `mediaserver-rs-${platform}`, binaryFile(platform))], 'the loader picked another binary')
+    assert.equal(used.stats.rooms, 0)
+
     console.log(`${platform}: built in ${(buildMs / 1000).toFixed(0)} s, ${(statSync(binary).size / 1e6).toFixed(1)} MB; ${elf.machine}, needs ${elf.needed.join(', ')}; ` +
-      `loaded by Node ${load.self.version} ${load.self.arch} ${load.self.glibc ? `glibc ${load.self.glibc}` : 'musl'} in ${load.ms} ms: stats ${JSON.stringify(load.stats)}`)
+      `loaded by Node ${load.self.version} ${load.self.arch} ${load.self.glibc ? `glibc ${load.self.glibc}` : 'musl'} in ${load.ms} ms: stats ${JSON.stringify(load.stats)}; ` +
+      `packed ${(statSync(tarball).size / 1e6).toFixed(1)} MB, installed with the main package and loaded by require('mediaserver-rs')`)
   })
 }
 

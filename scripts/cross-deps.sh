@@ -89,5 +89,10 @@ if ! musl_ok; then
   rm -rf "$apt"
 fi
 ln -sfn ../musl-amd64/usr/lib/x86_64-linux-musl/libc.so "$cache/node-linux-x64-musl/libc.musl-x86_64.so.1"
+# A musl distribution's /usr/bin/ldd (Alpine's, word for word): napi-rs's loader reads that file
+# to tell musl from glibc, so the installed-package check mounts it over this host's glibc one
+# in a private mount namespace.
+printf '#!/bin/sh\nexec /lib/ld-musl-x86_64.so.1 --list "$@"\n' >"$cache/musl-amd64/ldd"
+printf '#!/bin/sh\nexec /lib/ld-musl-aarch64.so.1 --list "$@"\n' >"$cache/musl-arm64/ldd"
 ln -sfn ../musl-arm64/usr/lib/aarch64-linux-musl/libc.so "$cache/node-linux-arm64-musl/libc.musl-aarch64.so.1"
 musl_ok

@@ -4,8 +4,8 @@
 // scripts/cross-deps.sh installs what this names as missing.
 
 import { execFileSync, spawnSync } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
-import { homedir } from 'node:os'
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { homedir, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createRequire } from 'node:module'
@@ -106,27 +106,61 @@ export function nodeRunner (platform) {
 }
 
 /**
- * Loads `binary` in a Node.js of `platform` (nodeRunner) and makes a MediaServer on 127.0.0.1,
- * asks for stats() and closes it; the Node process then has to end by itself. Returns what that
- * Node says about itself (arch, glibc or not) and the stats, or the failure.
+ * Runs `script` (node -e) in a Node.js of `platform` (nodeRunner), in `cwd`, and returns the
+ * JSON it prints after `RESULT ` (with the run's ms), or the failure. With `asInstalled`, a musl
+ * platform runs in a private mount namespace (unshare -m, root) whose /usr/bin/ldd is musl's, as
+ * on a musl distribution: napi-rs's loader (binding.js) tells musl from glibc by reading
+ * /usr/bin/ldd, and this Debian host's is glibc's.
  */
-export function loadCheck (platform, binary, { timeout = 300000 } = {}) {
+export function runNode (platform, script, { cwd, asInstalled = false, timeout = 300000 } = {}) {
   const { cmd, missing } = nodeRunner(platform)
   if (missing.length) return { ok: false, error: `missing: ${missing.join(', ')} (bash scripts/cross-deps.sh)` }
-  const script = `
-const self = { arch: process.arch, version: process.version, glibc: process.report.getReport().header.glibcVersionRuntime ?? null }
-const { MediaServer } = require(${JSON.stringify(binary)})
-const server = new MediaServer({ listenIp: '127.0.0.1' })
-server.stats().then(async (stats) => {
-  await server.close()
-  console.log('LOAD-RESULT ' + JSON.stringify({ self, stats }))
-})`
+  let argv = [...cmd, '-e', script]
+  if (asInstalled && platform.endsWith('musl')) {
+    const ldd = join(cache, platform.includes('arm64') ? 'musl-arm64' : 'musl-amd64', 'ldd')
+    if (!existsSync(ldd)) return { ok: false, error: `missing: ${ldd} (bash scripts/cross-deps.sh)` }
+    argv = ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /usr/bin/ldd && exec "$@"', ldd, ...argv]
+  }
   const started = Date.now()
-  const run = spawnSync(cmd[0], [...cmd.slice(1), '-e', script], { encoding: 'utf8', timeout })
+  const run = spawnSync(argv[0], argv.slice(1), { cwd, encoding: 'utf8', timeout })
   const ms = Date.now() - started
-  const line = run.stdout?.split('\n').find((l) => l.startsWith('LOAD-RESULT '))
+  const line = run.stdout?.split('\n').find((l) => l.startsWith('RESULT '))
   if (run.status !== 0 || !line) {
     return { ok: false, ms, error: `exit ${run.status}${run.signal ? ` (${run.signal})` : ''}${run.error ? ` ${run.error.message}` : ''}: ${run.stdout}\n${run.stderr}`.slice(0, 2000) }
   }
-  return { ok: true, ms, ...JSON.parse(line.slice('LOAD-RESULT '.length)) }
+  return { ok: true, ms, ...JSON.parse(line.slice('RESULT '.length)) }
+}
+
+/** The script both checks run: a MediaServer on 127.0.0.1, stats(), close(); what Node it ran in and which .node file it loaded. */
+const useScript = (specifier) => `
+const self = { arch: process.arch, version: process.version, glibc: process.report.getReport().header.glibcVersionRuntime ?? null }
+const { MediaServer } = require(${JSON.stringify(specifier)})
+const loaded = Object.keys(require.cache).filter((f) => f.endsWith('.node'))
+const server = new MediaServer({ listenIp: '127.0.0.1' })
+server.stats().then(async (stats) => {
+  await server.close()
+  console.log('RESULT ' + JSON.stringify({ self, loaded, stats }))
+})`
+
+/**
+ * Loads `binary` by its path in a Node.js of `platform` (nodeRunner), which makes a MediaServer
+ * on 127.0.0.1, asks for stats() and closes it; that Node then has to end by itself. Returns
+ * what that Node says about itself (arch, glibc or not) and the stats, or the failure.
+ */
+export const loadCheck = (platform, binary, opts) => runNode(platform, useScript(binary), opts)
+
+/** The same, with `require('mediaserver-rs')` in `app` (npm installed it there): the package's loader picks the binary. */
+export const installedCheck = (platform, app, opts) => runNode(platform, useScript('mediaserver-rs'), { ...opts, cwd: app, asInstalled: true })
+
+/** Packs npm/<platform> with `binary` in it, from a copy (the repository is not written), into `outDir`; returns the tarball's path. */
+export function packPlatform (platform, binary, outDir) {
+  const stage = mkdtempSync(join(tmpdir(), `mediaserver-${platform}-`))
+  try {
+    for (const f of ['package.json', 'README.md']) copyFileSync(join(root, 'npm', platform, f), join(stage, f))
+    copyFileSync(binary, join(stage, binaryFile(platform)))
+    const [packed] = JSON.parse(execFileSync('npm', ['pack', '--json', '--pack-destination', outDir], { cwd: stage, encoding: 'utf8' }))
+    return join(outDir, packed.filename)
+  } finally {
+    rmSync(stage, { recursive: true, force: true })
+  }
 }
