@@ -4,16 +4,21 @@
 // an `optionalDependencies` entry per platform package, as napi-rs's `pre-publish` writes it)
 // and every platform package that has its binary, into DIR (default: dist/).
 //
-// A target builds here when rustup has its standard library; the others are declared and built
-// by .github/workflows/release.yml on hosted runners. `--skip-build` packs the binary already
-// built in the repository (`npm run build`), as the test suite does.
+// The host's target builds with `napi build`; the other Linux targets cross-build with zig
+// (scripts/cross.mjs: `napi build -x`, cargo-zigbuild, into target/cross) when rustup has their
+// standard library and cargo-zigbuild and zig are there (bash scripts/cross-deps.sh installs
+// them); macOS and Windows are declared and built by .github/workflows/release.yml on hosted
+// runners. `--skip-build` packs the binaries already built (`npm run build` in the repository,
+// cross builds in npm/<platform>/), as the test suite does.
 
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { createRequire } from 'node:module'
+
+import { buildCross, missingBuildTools } from './cross.mjs'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const { platformOf } = createRequire(import.meta.url)(join(root, 'platform.js'))
@@ -23,7 +28,6 @@ const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
 const run = (cmd, args, opts = {}) => execFileSync(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', ...opts })
 
 const host = run('rustc', ['-vV']).match(/^host: (.+)$/m)[1]
-const installed = new Set(spawnSync('rustup', ['target', 'list', '--installed'], { encoding: 'utf8' }).stdout?.split('\n').filter(Boolean) ?? [host])
 const built = []
 const skipped = []
 for (const target of pkg.napi.targets) {
@@ -34,15 +38,14 @@ for (const target of pkg.napi.targets) {
     if (!existsSync(join(root, binary))) throw new Error(`${binary} is missing: run npm run build`)
     copyFileSync(join(root, binary), join(root, 'npm', platform, binary))
     built.push(platform)
-  } else if (!installed.has(target)) {
-    skipped.push(`${platform}: rustup has no standard library for ${target} (rustup target add ${target})`)
-  } else if (!target.includes('linux') || spawnSync('cargo', ['zigbuild', '--version'], { stdio: 'ignore' }).status !== 0) {
-    // Linux targets cross-build with zig as the C compiler and linker (PyPI's ziglang, and
-    // cargo-zigbuild); macOS and Windows need their SDKs: the release workflow builds those.
-    skipped.push(`${platform}: cross builds need cargo-zigbuild and zig (Linux targets), or the release workflow`)
+  } else if (!target.includes('linux')) {
+    // macOS and Windows need their SDKs: the release workflow builds those.
+    skipped.push(`${platform}: built by the release workflow (${target} needs its SDK)`)
+  } else if (!values['skip-build'] && missingBuildTools([target]).length) {
+    skipped.push(`${platform}: missing ${missingBuildTools([target]).join(', ')} (bash scripts/cross-deps.sh)`)
   } else {
     const dir = join(root, 'npm', platform)
-    if (!values['skip-build']) run('npx', ['napi', 'build', '--platform', '--release', '--target', target, '-x', '--no-js', '--no-dts-header', '--output-dir', dir], { stdio: 'inherit' })
+    if (!values['skip-build']) buildCross(target, dir, { targetDir: process.env.CARGO_TARGET_DIR ?? join(root, 'target/cross') })
     rmSync(join(dir, 'index.d.ts'), { force: true })
     if (existsSync(join(dir, binary))) built.push(platform)
     else skipped.push(`${platform}: not built (run without --skip-build)`)

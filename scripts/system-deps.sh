@@ -4,6 +4,7 @@
 # for the packet-loss test in a private network namespace, and GStreamer's webrtcbin with its
 # Python bindings for the GStreamer producer (__test__/gstreamer.test.mjs, gst-producer.py), and
 # redis-server for the cluster tests (__test__/cluster.test.mjs starts its own, persistence off).
+# Then scripts/cross-deps.sh: what the cross-target test (__test__/platforms.test.mjs) needs.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null || need+=(chromium)
@@ -16,12 +17,14 @@ gst_ready() {
 }
 gst_ready || need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-nice python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1)
-[ ${#need[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
-  echo "the test suite needs these packages: ${need[*]} (install them with your package manager)" >&2
-  exit 1
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    echo "the test suite needs these packages: ${need[*]} (install them with your package manager)" >&2
+    exit 1
+  fi
+  echo "installing ${need[*]} ..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-echo "installing ${need[*]} ..."
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq "${need[@]}" >/dev/null
+bash "$(dirname "$0")/cross-deps.sh"
