@@ -1,9 +1,12 @@
 // A Chromium page that produces simulcast, for the simulcast and bandwidth tests: a 1280x720
 // fake camera in three layers (sendEncodings q/h/f scaled down by 4/2/1), and what it sends.
 
-/** Makes the page's producer connection (`window.pc`) and returns its complete offer's SDP. */
-export async function simulcastOffer (page) {
-  return page.evaluate(async () => {
+/**
+ * Makes the page's producer connection (`window.pc`) and returns its complete offer's SDP;
+ * `codec` (e.g. 'H264') is put first in the video codec preferences.
+ */
+export async function simulcastOffer (page, { codec = null } = {}) {
+  return page.evaluate(async (codec) => {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 1280, height: 720 } })
     const pc = new RTCPeerConnection()
     window.pc = pc
@@ -16,6 +19,11 @@ export async function simulcastOffer (page) {
         { rid: 'f', scaleResolutionDownBy: 1 }
       ]
     })
+    if (codec) {
+      const all = RTCRtpSender.getCapabilities('video').codecs
+      const wanted = all.filter((c) => c.mimeType.toLowerCase() === `video/${codec.toLowerCase()}`)
+      video.setCodecPreferences([...wanted, ...all.filter((c) => !wanted.includes(c))])
+    }
     // A loaded machine must not shrink the layers under the test (CPU adaptation).
     const params = video.sender.getParameters()
     params.degradationPreference = 'maintain-resolution'
@@ -26,7 +34,7 @@ export async function simulcastOffer (page) {
       pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve())
     })
     return pc.localDescription.sdp
-  })
+  }, codec)
 }
 
 /** What the page sends of each layer now: rid -> {frameWidth, bytesSent}. */

@@ -168,6 +168,39 @@ test('Chromium simulcast: each consumer decodes its own layer, and a raised pref
   await page.close()
 })
 
+test('H264 simulcast from Chromium: the capped consumer decodes the lowest layer, the other the top one, and uncapped the top one', { timeout: 90000 }, async () => {
+  const server = createServer(null)
+  const room = uniqueId('simulcast-h264')
+  await server.createRoom(room, { userId: 'chromium' })
+  await server.addUser(room, 'top')
+  await server.addUser(room, 'capped')
+  const page = await browser.context.newPage()
+  await page.goto(url)
+  const res = await server.produce(room, 'chromium', { offer: { type: 'offer', sdp: loopbackOnly(await simulcastOffer(page, { codec: 'H264' })) } })
+  await page.evaluate((answer) => window.pc.setRemoteDescription(answer), res.answer)
+  const layers = await waitFor(async () => {
+    const sent = await sentLayers(page)
+    return ['q', 'h', 'f'].every((rid) => sent[rid]?.bytesSent > 0 && sent[rid]?.frameWidth > 0) ? sent : null
+  }, { timeout: 30000, message: 'Chromium sends all three H264 layers' })
+  await server.setPreferredLayers(room, 'capped', 'chromium', { spatialLayer: 0 })
+  // Chromium consumers: the libwebrtc in @roamhq/wrtc has no H264 decoder (it rejects the video).
+  const byId = new Map(res.outbound.map((o) => [o.id, o]))
+  const top = await ChromiumConsumer.open(server, room, 'top', byId.get('top'))
+  const capped = await ChromiumConsumer.open(server, room, 'capped', byId.get('capped'))
+  const codec = (await server.getStats(room, 'top')).connections.find((c) => c.direction === 'downstream').tracks.find((t) => t.kind === 'video').codec
+  assert.match(codec, /h264/i, 'the consumers get H264')
+  const widths = async () => ({ top: (await top.inboundVideo()).frameWidth, capped: (await capped.inboundVideo()).frameWidth })
+  const got = await waitFor(async () => {
+    const sent = await sentLayers(page)
+    const w = await widths()
+    return w.top === sent.f.frameWidth && w.capped === sent.q.frameWidth ? w : null
+  }, { timeout: 30000, message: 'top decodes the top layer, capped the lowest' })
+  await server.setPreferredLayers(room, 'capped', 'chromium', {})
+  await waitFor(async () => (await widths()).capped === (await sentLayers(page)).f.frameWidth, { timeout: 15000, message: 'capped decodes the top layer once uncapped' })
+  console.log(`H264 simulcast: layers ${JSON.stringify(layers)}, decoded ${JSON.stringify(got)}, then the top layer uncapped`)
+  await Promise.all([top.page.close(), capped.page.close(), page.close()])
+})
+
 test('setPreferredLayers: a producer without simulcast has layer 0, and bad input is refused with the spec\'s codes', { timeout: 60000 }, async () => {
   const server = createServer(null)
   const room = uniqueId('layers')
